@@ -1,0 +1,242 @@
+"""``spatialvid run``: the whole pipeline on one machine, with progress and a summary.
+
+This process starts the embedded broker (unless ``kafka.bootstrap`` is set), owns the
+warehouse (runs the sink and serves read-only queries), starts one worker process per
+stage, produces the input videos, and follows progress in ClickHouse, the source of
+truth for what is done: a video is done when its clips (or its dead letter) are
+stored, a clip when its score row (or its dead letter) is.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+from tqdm import tqdm
+
+from .config import Config
+from .kafka import EmbeddedBroker, RecordProducer, ensure_topics
+from .runtime import StopFlag
+from .warehouse import QueryServer, connect, init_schema
+from spatialvid.producers.base import ProduceStats
+from spatialvid.producers.local import LocalProducer
+from spatialvid.sinks.clickhouse import ClickHouseSink
+
+log = logging.getLogger(__name__)
+
+PIPELINE_STAGES = ("split", "score")
+
+
+@contextlib.contextmanager
+def kafka_service(cfg: Config) -> Iterator[EmbeddedBroker | None]:
+    """Start the embedded broker when no bootstrap address is configured."""
+    if cfg.kafka.bootstrap:
+        yield None
+        return
+    logs = Path(cfg.data_dir) / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    with EmbeddedBroker(log_path=logs / "broker.log") as broker:
+        cfg.kafka.bootstrap = broker.bootstrap
+        try:
+            yield broker
+        finally:
+            cfg.kafka.bootstrap = ""
+
+
+def spawn_stage(cfg: Config, stage: str, log_dir: Path) -> subprocess.Popen[bytes]:
+    """Start ``spatialvid process STAGE`` as a child process with this configuration."""
+    log_dir.mkdir(parents=True, exist_ok=True)
+    out = open(log_dir / f"{stage}.log", "ab")
+    env = {**os.environ, **cfg.to_env()}
+    return subprocess.Popen([sys.executable, "-m", "spatialvid.cli", "process", stage], env=env, stdout=out, stderr=out)
+
+
+@dataclass
+class Progress:
+    videos_done: int = 0
+    clips_total: int = 0
+    clips_arrived: int = 0
+    clips_done: int = 0
+
+
+PROGRESS_SQL = """
+SELECT
+    (SELECT uniqExact(video_id) FROM {db}.clips WHERE video_id IN {{ids:Array(String)}})
+  + (SELECT uniqExact(source_key) FROM {db}.deadletters
+     WHERE source_key IN {{ids:Array(String)}} AND source_key NOT IN
+           (SELECT video_id FROM {db}.clips WHERE video_id IN {{ids:Array(String)}})) AS videos_done,
+    (SELECT sum(n) FROM (SELECT any(num_clips) AS n FROM {db}.clips
+     WHERE video_id IN {{ids:Array(String)}} GROUP BY video_id)) AS clips_total,
+    (SELECT uniqExact(clip_id) FROM {db}.clips WHERE video_id IN {{ids:Array(String)}}) AS clips_arrived,
+    (SELECT uniqExact(clip_id) FROM {db}.clip_scores WHERE video_id IN {{ids:Array(String)}})
+  + (SELECT uniqExact(source_key) FROM {db}.deadletters WHERE stage = 'score' AND source_key IN
+           (SELECT clip_id FROM {db}.clips WHERE video_id IN {{ids:Array(String)}})
+       AND source_key NOT IN (SELECT clip_id FROM {db}.clip_scores WHERE video_id IN {{ids:Array(String)}})) AS clips_done
+"""
+
+
+def read_progress(client: Any, cfg: Config, video_ids: Sequence[str]) -> Progress:
+    row = client.query(PROGRESS_SQL.format(db=cfg.warehouse.database), parameters={"ids": list(video_ids)}).result_rows[0]
+    return Progress(*(int(v or 0) for v in row))
+
+
+@dataclass
+class RunResult:
+    produced: ProduceStats
+    progress: Progress
+    elapsed_s: float
+    summary: dict[str, Any] = field(default_factory=dict)
+
+
+def run_pipeline(cfg: Config, inputs: Sequence[str], timeout_s: float | None = None, show_progress: bool = True) -> RunResult:
+    """Run produce -> split -> score -> sink until every input video is accounted for."""
+    t0 = time.monotonic()
+    log_dir = Path(cfg.data_dir) / "logs"
+    stop = StopFlag()
+    with kafka_service(cfg):
+        ensure_topics(cfg)
+        client = connect(cfg)
+        lock = threading.Lock()
+        init_schema(client, cfg)
+        server = QueryServer(client, cfg, lock).start() if not cfg.warehouse.url else None
+        workers = [spawn_stage(cfg, s, log_dir) for s in PIPELINE_STAGES]
+        sink = ClickHouseSink(cfg, client, lock)
+        bars = {
+            name: tqdm(total=0, desc=desc, unit=unit, disable=not show_progress, dynamic_ncols=True, position=i)
+            for i, (name, desc, unit) in enumerate(
+                [("produce", "probe  ", "video"), ("split", "split  ", "video"), ("score", "score  ", "clip")])
+        }
+        produced: dict[str, ProduceStats] = {}
+
+        def produce() -> None:
+            producer = LocalProducer(cfg, inputs)
+            cands = list(producer.candidates())
+            bars["produce"].total = bars["split"].total = len(cands)
+            bars["produce"].refresh()
+            produced["stats"] = producer.run(RecordProducer(cfg), on_item=lambda: bars["produce"].update())
+
+        thread = threading.Thread(target=produce, name="produce", daemon=True)
+        thread.start()
+        progress = Progress()
+        try:
+            while True:
+                sink.poll_once()
+                for w, name in zip(workers, PIPELINE_STAGES):
+                    if w.poll() is not None:
+                        raise RuntimeError(f"stage {name} exited with code {w.returncode}; see {log_dir / (name + '.log')}")
+                if "stats" in produced:
+                    stats = produced["stats"]
+                    ids = stats.video_ids
+                    progress = read_progress(client, cfg, ids) if ids else Progress()
+                    _advance(bars["split"], progress.videos_done + stats.dead_letters)
+                    bars["score"].total = progress.clips_total
+                    _advance(bars["score"], progress.clips_done)
+                    if progress.videos_done >= len(ids) and progress.clips_arrived >= progress.clips_total \
+                            and progress.clips_done >= progress.clips_total:
+                        break
+                elif not thread.is_alive():
+                    raise RuntimeError("the producer failed; see the log above")
+                if timeout_s is not None and time.monotonic() - t0 > timeout_s:
+                    raise TimeoutError(f"pipeline did not finish within {timeout_s}s (progress: {progress})")
+            summary = summarize(client, cfg, produced["stats"])
+        finally:
+            for bar in bars.values():
+                bar.close()
+            for w in workers:
+                w.terminate()
+            for w in workers:
+                try:
+                    w.wait(20)
+                except subprocess.TimeoutExpired:
+                    w.kill()
+            stop.set()
+            sink.close()
+            if server:
+                server.stop()
+            client.close()
+    return RunResult(produced=produced["stats"], progress=progress, elapsed_s=time.monotonic() - t0, summary=summary)
+
+
+def _advance(bar: tqdm, value: int) -> None:
+    if value > bar.n:
+        bar.update(value - bar.n)
+
+
+FILTERS = ("aesthetic", "luminance", "ocr", "motion")
+
+
+def summarize(client: Any, cfg: Config, stats: ProduceStats) -> dict[str, Any]:
+    """The numbers a person wants after a run, straight from the warehouse."""
+    db, ids = cfg.warehouse.database, {"ids": stats.video_ids}
+
+    def one(sql: str) -> list[Any]:
+        return list(client.query(sql.format(db=db), parameters=ids).result_rows)
+
+    clips, clip_s = one("SELECT count(), sum(timestamp_end - timestamp_start) FROM {db}.clips FINAL "
+                        "WHERE video_id IN {{ids:Array(String)}}")[0]
+    filters = []
+    for f in FILTERS:
+        col = f"{f}_pass"
+        model = {"aesthetic": "aesthetic_model", "ocr": "ocr_model"}.get(f, "model_version")
+        for passed, total, models in one(
+            f"SELECT countIf({col}), count({col}), arrayStringConcat(groupUniqArray({model}), ', ') "
+            "FROM {db}.clip_scores_latest WHERE video_id IN {{ids:Array(String)}}"
+        ):
+            if total:
+                filters.append({"filter": f, "passed": passed, "total": total, "model": models})
+    passed_all, scored, kept_s = one(
+        "SELECT countIf(passed), count(), sumIf(duration_s, passed) FROM {db}.clip_scores_latest "
+        "WHERE video_id IN {{ids:Array(String)}}")[0]
+    dead = one(
+        "SELECT stage, error_class, count(), any(error_message) FROM {db}.deadletters FINAL "
+        "WHERE source_key IN {{ids:Array(String)}} OR source_key IN "
+        "(SELECT clip_id FROM {db}.clips WHERE video_id IN {{ids:Array(String)}}) "
+        "GROUP BY stage, error_class ORDER BY count() DESC")
+    return {
+        "videos": len(stats.video_ids), "videos_rejected_at_probe": stats.dead_letters,
+        "clips": int(clips), "clip_hours": float(clip_s or 0) / 3600, "scored": int(scored),
+        "passed_all": int(passed_all), "kept_hours": float(kept_s or 0) / 3600, "filters": filters,
+        "dead_letters": [{"stage": a, "error_class": b, "count": int(c), "example": d} for a, b, c, d in dead],
+        "warehouse": cfg.warehouse.url or str(cfg.warehouse_path), "database": db,
+        "logs": str(Path(cfg.data_dir) / "logs"),
+    }
+
+
+def format_summary(s: dict[str, Any], elapsed_s: float) -> str:
+    """The run summary as text for a person."""
+    lines = [
+        f"SpatialVID run finished in {elapsed_s:.1f}s",
+        f"  videos   {s['videos']} probed, {s['videos_rejected_at_probe']} rejected at probe",
+        f"  clips    {s['clips']} ({s['clip_hours'] * 60:.1f} min of video), {s['scored']} scored",
+        f"  kept     {s['passed_all']} of {s['scored']} clips pass every filter ({s['kept_hours'] * 60:.1f} min)",
+        "",
+        f"  {'filter':<10} {'passed':>7} {'total':>6} {'rate':>7}  model",
+    ]
+    for f in s["filters"]:
+        rate = f["passed"] / f["total"] if f["total"] else 0.0
+        lines.append(f"  {f['filter']:<10} {f['passed']:>7} {f['total']:>6} {rate:>7.1%}  {f['model']}")
+    not_run = [f for f in FILTERS if f not in {x['filter'] for x in s["filters"]}]
+    if not_run:
+        lines.append(f"  (not run in this configuration: {', '.join(not_run)})")
+    lines.append("")
+    if s["dead_letters"]:
+        lines.append("  dead letters (input that could not be processed, with the reason):")
+        for d in s["dead_letters"]:
+            lines.append(f"    {d['count']:>4} x {d['stage']}/{d['error_class']}: {d['example'][:110]}")
+    else:
+        lines.append("  dead letters: none")
+    lines += [
+        "",
+        f"  warehouse  {s['warehouse']} (database {s['database']})",
+        f"  logs       {s['logs']}",
+        '  try        spatialvid sql "SELECT filter, pass_rate FROM ' + s["database"] + '.pass_rates"',
+    ]
+    return "\n".join(lines)
