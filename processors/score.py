@@ -7,10 +7,14 @@ luminance. The scorers themselves are pure functions in ``processors/scorers``.
 
 from __future__ import annotations
 
+import queue
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Sequence
 
+import av
+import cv2
 import numpy as np
 
 from spatialvid.producers.probe import VideoError
@@ -33,19 +37,40 @@ class ClipMeasures:
 
 
 def measure_clip(clip: ClipRecord, width: int = 640, height: int = 360, threads: int = 0) -> ClipMeasures:
-    """Decode the clip once; return the motion score and the sampled RGB frames."""
+    """Decode the clip once; return the motion score and the sampled RGB frames.
+
+    Motion is scored with one frame of context on each side, as the reference does by
+    scoring the whole source video: the clip's first frame is compared with the frame
+    before it and its last with the one after (motion2 takes the minimum of both).
+    """
     wanted = set(sample_indices(clip.frame_start, clip.frame_end))
     motion = VmafMotion()
+    in_clip: list[bool] = []
     sampled: list[np.ndarray] = []
-    n = 0
-    for idx, frame in iter_frames(clip.uri, clip.frame_start, clip.frame_end, threads=threads):
-        motion.push(luma(frame))
-        if idx in wanted:
-            sampled.append(frame.to_ndarray(width=width, height=height, format="rgb24"))
-        n += 1
-    if not sampled:
+    first = max(0, clip.frame_start - 1)
+    # Motion runs on its own thread, one frame behind the decoder: both release the
+    # GIL, so the blur overlaps the decoding of the next frames.
+    frames: queue.Queue[av.VideoFrame | None] = queue.Queue(maxsize=16)
+
+    def consume() -> None:
+        while (frame := frames.get()) is not None:
+            motion.push(luma(frame))
+
+    worker = threading.Thread(target=consume, name="motion", daemon=True)
+    worker.start()
+    try:
+        for idx, frame in iter_frames(clip.uri, first, clip.frame_end + 1, threads=threads):
+            frames.put(frame)
+            in_clip.append(clip.frame_start <= idx < clip.frame_end)
+            if idx in wanted:
+                sampled.append(frame.to_ndarray(width=width, height=height, format="rgb24"))
+    finally:
+        frames.put(None)
+        worker.join()
+    per_frame = motion.per_frame()[np.array(in_clip, bool)] if in_clip else np.empty(0)
+    if not sampled or per_frame.size == 0:
         raise ValueError(f"clip {clip.clip_id}: no frame decoded in [{clip.frame_start}, {clip.frame_end})")
-    return ClipMeasures(num_frames=n, sampled_rgb=sampled, motion=motion.mean())
+    return ClipMeasures(num_frames=int(per_frame.size), sampled_rgb=sampled, motion=float(per_frame.mean()))
 
 
 @register_stage
@@ -61,6 +86,8 @@ class ScoreStage(Stage[ClipRecord]):
 
     def setup(self) -> None:
         self.model_version = f"{LUMINANCE_VERSION}+{VmafMotion.version}"
+        # The decoder threads already use the cores; OpenCV's own pool only adds contention.
+        cv2.setNumThreads(1)
         # Decoding releases the GIL: two clips in flight keep both cores busy.
         self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="score")
 
