@@ -182,7 +182,9 @@ class ScoreRecord(Record):
 
 
 class AnnotationRecord(Record):
-    """Camera geometry of one clip (topic ``annotations``). Shape reserved for issue 5/6."""
+    """Camera geometry of one clip (topic ``annotations``): trajectory metrics (snake_case
+    of the paper's moveDist, distLevel, rotAngle, trajTurns, dynamicRatio), the motion
+    instruction summary and where the release-layout artifacts are."""
 
     topic = "annotations"
     table = "clip_annotations"
@@ -203,7 +205,10 @@ class AnnotationRecord(Record):
     anomaly: bool | None = None
     dynamic_ratio: float | None = None
     motion_trends: list[str] = Field(default_factory=list)
-    artifacts_uri: str = ""
+    instruction_method: LowStr = "enhanced"
+    instruction_steps: Annotated[dict[str, int], CH("Map(LowCardinality(String), UInt32)")] = Field(
+        default_factory=dict, description="pose steps per motion command (instruction_summary)")
+    artifacts_uri: str = Field("", description="annotation folder: poses.npy, instructions.json, ...")
     annotated_at: datetime = Field(default_factory=utcnow)
 
     @property

@@ -162,6 +162,26 @@ def cmd_schema(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_show(args: argparse.Namespace) -> int:
+    from .warehouse import query
+    from spatialvid.processors.geometry.plot import render_trajectory
+    from spatialvid.sinks.release import read_clip_annotations
+
+    target = args.target
+    if not (Path(target).is_dir() or "://" in target):
+        cfg = _cfg(args)
+        rows = query(cfg, f"SELECT artifacts_uri FROM {cfg.warehouse.database}.clip_annotations FINAL "
+                          "WHERE clip_id = {id:String} ORDER BY annotated_at DESC LIMIT 1", {"id": target})["rows"]
+        if not rows or not rows[0][0]:
+            raise FileNotFoundError(f"no annotation artifacts recorded for clip {target!r}")
+        target = rows[0][0]
+    ann = read_clip_annotations(target, masks=False)
+    name = Path(target.rstrip("/")).name
+    out = render_trajectory(ann.poses, ann.instructions, args.output or f"{name}_trajectory.png", title=name)
+    print(out)
+    return 0
+
+
 def cmd_broker(args: argparse.Namespace) -> int:
     from .kafka import EmbeddedBroker
     from .runtime import StopFlag
@@ -236,6 +256,15 @@ def build_parser() -> argparse.ArgumentParser:
     sc = sub.add_parser("schema", help="print the record JSON Schemas or the warehouse DDL")
     sc.add_argument("--format", choices=("json", "ddl"), default="json")
     sc.set_defaults(func=cmd_schema)
+
+    sh = sub.add_parser("show", help="render a clip's camera trajectory to a PNG",
+                        description="Top and side views of the camera path, coloured by time, with the motion "
+                        "instruction ranges. TARGET is a clip id (looked up in the warehouse) or an annotation "
+                        "folder of the release layout (poses.npy, instructions.json).")
+    sh.add_argument("target", help="clip id or annotation folder / URL")
+    sh.add_argument("-o", "--output", help="PNG path (default: <clip>_trajectory.png)")
+    sh.add_argument("--data-dir", help="where the embedded warehouse lives")
+    sh.set_defaults(func=cmd_show)
 
     b = sub.add_parser("broker", help="run the embedded Kafka-protocol broker in the foreground")
     b.add_argument("--port", type=int, default=9092)

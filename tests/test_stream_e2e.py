@@ -15,6 +15,7 @@ from pathlib import Path
 
 import av
 import numpy as np
+import pytest
 from confluent_kafka import Consumer
 
 from spatialvid.config import Config
@@ -223,3 +224,32 @@ def test_cli_run_over_sample_videos(sample_videos: dict[str, Path], tmp_path: Pa
     denied = subprocess.run([sys.executable, "-m", "spatialvid.cli", "sql", "--data-dir", str(data),
                              "DROP TABLE spatialvid.clips"], env=env, capture_output=True, text=True, timeout=120)
     assert denied.returncode == 2 and "read-only" in denied.stderr
+
+
+def test_annotation_records_land_with_metrics_as_columns(cfg: Config, warehouse) -> None:  # type: ignore[no-untyped-def]
+    from spatialvid.processors.geometry.instructions import instruction_summary, motion_instructions
+    from spatialvid.processors.geometry.metrics import trajectory_metrics
+    from spatialvid.schemas.records import AnnotationRecord
+
+    n = 75
+    poses = np.zeros((n, 7))
+    poses[:, 2] = -0.02 * np.arange(n)  # forward walk, 1.48 units
+    poses[:, 6] = 1.0
+    m = trajectory_metrics(poses)
+    rec = AnnotationRecord(clip_id="walk_0", video_id="walk", model_id="analytic", model_version="1", success=True,
+                           registered_share=1.0, num_poses=n, move_dist=m.move_dist, dist_level=m.dist_level,
+                           rot_angle=m.rot_angle, traj_turns=m.traj_turns, anomaly=m.anomaly,
+                           instruction_steps=instruction_summary(motion_instructions(poses)),
+                           artifacts_uri="/data/annotations/group_0001/walk_0")
+    out = RecordProducer(cfg)
+    with SinkThread(cfg, warehouse) as sink:
+        out.send(rec)
+        out.send(rec)  # redelivered
+        out.flush()
+        wait_for(lambda: sink.sink.counters.consumed >= 2, 60, "two annotation messages")
+    rows = warehouse.query(f"SELECT move_dist, dist_level, traj_turns, instruction_steps['Dolly In'] "
+                           f"FROM {cfg.warehouse.database}.clip_annotations").result_rows
+    assert len(rows) == 1, rows
+    move_dist, dist_level, turns, dolly = rows[0]
+    assert move_dist == pytest.approx(1.48) and dist_level == 3 and turns == 0
+    assert dolly > 0
