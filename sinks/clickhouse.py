@@ -23,11 +23,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from clickhouse_connect.driver.client import Client
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka import Consumer, Message
 from pydantic import ValidationError
 
 from spatialvid.config import Config
-from spatialvid.kafka import TOPICS, RecordProducer, consumer_conf
+from spatialvid.kafka import TOPICS, RecordProducer, checked, commit_after, consumer_conf, message_key
 from spatialvid.runtime import StopFlag, describe_validation_error
 from spatialvid.schemas.ddl import field_type
 from spatialvid.schemas.records import BY_TOPIC, Record, dead_letter
@@ -90,25 +90,18 @@ class ClickHouseSink:
 
     def write(self, msgs: list[Message]) -> None:
         """Validate, deduplicate and insert one batch, then commit its offsets."""
+        msgs = list(checked(msgs))
         rows: dict[type[Record], list[Record]] = defaultdict(list)
-        offsets: dict[tuple[str, int], int] = {}
         dead = 0
         for m in msgs:
-            err = m.error()
-            if err is not None:
-                if err.code() == KafkaError._PARTITION_EOF:
-                    continue
-                raise KafkaException(err)
-            offsets[(m.topic(), m.partition())] = m.offset() + 1
             model = self._by_full_topic[m.topic()]
             try:
                 rows[model].append(model.model_validate_json(m.value() or b""))
             except ValidationError as exc:
-                key = m.key()
                 self._producer.send(dead_letter(
                     STAGE, describe_validation_error(exc), m.value() or b"", error_class="MalformedRecord",
                     source_topic=m.topic(), source_partition=m.partition(), source_offset=m.offset(),
-                    source_key=key.decode("utf-8", "replace") if key else "",
+                    source_key=message_key(m),
                 ))
                 dead += 1
         if dead:
@@ -116,7 +109,7 @@ class ClickHouseSink:
         with self.lock:
             for model, records in rows.items():
                 self._insert(model, records)
-        self._consumer.commit(offsets=[TopicPartition(t, p, o) for (t, p), o in offsets.items()], asynchronous=False)
+        commit_after(self._consumer, msgs)
         self.counters.consumed += len(msgs)
         self.counters.dead_letters += dead
         self.counters.batches += 1

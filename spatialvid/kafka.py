@@ -14,9 +14,9 @@ import socket
 import subprocess
 import time
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator
 
-from confluent_kafka import KafkaException, Producer
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from .config import Config
@@ -144,6 +144,29 @@ def ensure_topics(cfg: Config, names: Iterable[str] = TOPICS, timeout_s: float =
         except KafkaException as exc:
             if "TOPIC_ALREADY_EXISTS" not in str(exc):
                 raise
+
+
+def checked(msgs: Iterable[Message]) -> Iterator[Message]:
+    """The messages of a consume() call that carry data; end-of-partition events are
+    skipped and any real error is raised."""
+    for m in msgs:
+        err = m.error()
+        if err is None:
+            yield m
+        elif err.code() != KafkaError._PARTITION_EOF:
+            raise KafkaException(err)
+
+
+def commit_after(consumer: Consumer, msgs: Iterable[Message]) -> None:
+    """Synchronously commit the offsets just past ``msgs`` (call after outputs are durable)."""
+    offsets = {(m.topic(), m.partition()): m.offset() + 1 for m in msgs}
+    if offsets:
+        consumer.commit(offsets=[TopicPartition(t, p, o) for (t, p), o in offsets.items()], asynchronous=False)
+
+
+def message_key(m: Message) -> str:
+    key = m.key()
+    return key.decode("utf-8", "replace") if isinstance(key, bytes) else (key or "")
 
 
 class RecordProducer:

@@ -29,11 +29,11 @@ from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar, Generic, Sequence, TypeVar
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka import Consumer, Message
 from pydantic import ValidationError
 
 from .config import Config
-from .kafka import RecordProducer, consumer_conf
+from .kafka import RecordProducer, checked, commit_after, consumer_conf, message_key
 from spatialvid.schemas.records import DeadLetter, Record, dead_letter
 
 log = logging.getLogger(__name__)
@@ -185,16 +185,10 @@ class StageRunner:
     def process_messages(self, msgs: list[Message]) -> None:
         assert self._producer is not None and self._consumer is not None
         t0 = time.monotonic()
+        msgs = list(checked(msgs))
         items: list[Any] = []
         sources: list[Message] = []
-        offsets: dict[tuple[str, int], int] = {}
         for m in msgs:
-            err = m.error()
-            if err is not None:
-                if err.code() == KafkaError._PARTITION_EOF:
-                    continue
-                raise KafkaException(err)
-            offsets[(m.topic(), m.partition())] = m.offset() + 1
             self.counters.consumed += 1
             try:
                 items.append(self.stage.input.model_validate_json(m.value() or b""))
@@ -211,9 +205,7 @@ class StageRunner:
                     self.counters.produced += 1
                 self.counters.processed += 1
         self._producer.flush()  # outputs durable in Kafka ...
-        self._consumer.commit(  # ... before the inputs are marked done
-            offsets=[TopicPartition(t, p, o) for (t, p), o in offsets.items()], asynchronous=False
-        )
+        commit_after(self._consumer, msgs)  # ... before the inputs are marked done
         self.counters.batches += 1
         self.counters.busy_s += time.monotonic() - t0
 
@@ -251,7 +243,6 @@ class StageRunner:
 
     def _dead_letter(self, m: Message, error: BaseException | str, error_class: str | None) -> DeadLetter:
         assert self._producer is not None
-        key = m.key()
         dl = dead_letter(
             self.stage.name,
             error,
@@ -260,7 +251,7 @@ class StageRunner:
             source_topic=m.topic() or "",
             source_partition=m.partition() or 0,
             source_offset=m.offset() or 0,
-            source_key=key.decode("utf-8", "replace") if isinstance(key, bytes) else (key or ""),
+            source_key=message_key(m),
         )
         log.warning("stage %s: dead letter for %s: %s: %s", self.stage.name, dl.source_key or "?", dl.error_class, dl.error_message)
         self._producer.send(dl)
