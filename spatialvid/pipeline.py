@@ -24,7 +24,6 @@ from tqdm import tqdm
 
 from .config import Config
 from .kafka import EmbeddedBroker, RecordProducer, ensure_topics
-from .runtime import StopFlag
 from .warehouse import QueryServer, connect, init_schema
 from spatialvid.producers.base import ProduceStats
 from spatialvid.producers.local import LocalProducer
@@ -100,7 +99,6 @@ def run_pipeline(cfg: Config, inputs: Sequence[str], timeout_s: float | None = N
     """Run produce -> split -> score -> sink until every input video is accounted for."""
     t0 = time.monotonic()
     log_dir = Path(cfg.data_dir) / "logs"
-    stop = StopFlag()
     with kafka_service(cfg):
         ensure_topics(cfg)
         client = connect(cfg)
@@ -157,7 +155,6 @@ def run_pipeline(cfg: Config, inputs: Sequence[str], timeout_s: float | None = N
                     w.wait(20)
                 except subprocess.TimeoutExpired:
                     w.kill()
-            stop.set()
             sink.close()
             if server:
                 server.stop()
