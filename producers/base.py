@@ -12,7 +12,7 @@ import json
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, ClassVar, Iterator
+from typing import Callable, ClassVar, Iterable, Iterator
 
 from spatialvid.config import Config
 from spatialvid.kafka import RecordProducer
@@ -58,13 +58,12 @@ class VideoProducer(ABC):
     def fetch(self, cand: Candidate) -> Path:
         """Make the source a local file (download, or nothing for local files)."""
 
-    def uri_of(self, cand: Candidate, path: Path) -> str:
-        return str(path)
-
-    def run(self, out: RecordProducer, on_item: Callable[[], None] | None = None) -> ProduceStats:
-        """Emit a video record or a dead letter per candidate, then flush."""
+    def run(self, out: RecordProducer, on_item: Callable[[], None] | None = None,
+            candidates: Iterable[Candidate] | None = None) -> ProduceStats:
+        """Emit a video record or a dead letter per candidate (default: all of
+        :meth:`candidates`), then flush."""
         stats = ProduceStats()
-        for cand in self.candidates():
+        for cand in self.candidates() if candidates is None else candidates:
             try:
                 path = self.fetch(cand)
                 probe = probe_video(path)
@@ -75,7 +74,7 @@ class VideoProducer(ABC):
                 stats.dead_letters += 1
             else:
                 out.send(VideoRecord(
-                    video_id=cand.video_id, uri=self.uri_of(cand, path), source=self.source_kind,
+                    video_id=cand.video_id, uri=str(path), source=self.source_kind,
                     title=cand.title, query=cand.metadata.get("query", ""),
                     duration_s=probe.duration_s, fps=probe.fps, width=probe.width, height=probe.height,
                     num_frames=probe.num_frames, codec=probe.codec, rotation=probe.rotation,

@@ -65,7 +65,6 @@ class Record(BaseModel):
     table: ClassVar[str]
     #: ClickHouse ORDER BY of the table: also the identity used for deduplication.
     order_by: ClassVar[tuple[str, ...]]
-    SCHEMA_VERSION: ClassVar[int] = 1
 
     schema_version: UInt16 = 1
 

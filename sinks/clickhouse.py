@@ -27,10 +27,10 @@ from confluent_kafka import Consumer, Message
 from pydantic import ValidationError
 
 from spatialvid.config import Config
-from spatialvid.kafka import TOPICS, RecordProducer, checked, commit_after, consumer_conf, message_key
-from spatialvid.runtime import StopFlag, describe_validation_error
+from spatialvid.kafka import TOPICS, RecordProducer, checked, commit_after, consumer_conf
+from spatialvid.runtime import StopFlag, describe_validation_error, message_dead_letter
 from spatialvid.schemas.ddl import field_type
-from spatialvid.schemas.records import BY_TOPIC, Record, dead_letter
+from spatialvid.schemas.records import BY_TOPIC, Record
 
 log = logging.getLogger(__name__)
 
@@ -98,11 +98,7 @@ class ClickHouseSink:
             try:
                 rows[model].append(model.model_validate_json(m.value() or b""))
             except ValidationError as exc:
-                self._producer.send(dead_letter(
-                    STAGE, describe_validation_error(exc), m.value() or b"", error_class="MalformedRecord",
-                    source_topic=m.topic(), source_partition=m.partition(), source_offset=m.offset(),
-                    source_key=message_key(m),
-                ))
+                self._producer.send(message_dead_letter(STAGE, m, describe_validation_error(exc), "MalformedRecord"))
                 dead += 1
         if dead:
             self._producer.flush()

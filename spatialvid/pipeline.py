@@ -119,7 +119,8 @@ def run_pipeline(cfg: Config, inputs: Sequence[str], timeout_s: float | None = N
             cands = list(producer.candidates())
             bars["produce"].total = bars["split"].total = len(cands)
             bars["produce"].refresh()
-            produced["stats"] = producer.run(RecordProducer(cfg), on_item=lambda: bars["produce"].update())
+            produced["stats"] = producer.run(RecordProducer(cfg), on_item=lambda: bars["produce"].update(),
+                                             candidates=cands)
 
         thread = threading.Thread(target=produce, name="produce", daemon=True)
         thread.start()

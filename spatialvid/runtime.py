@@ -26,7 +26,7 @@ import signal
 import threading
 import time
 from abc import ABC, abstractmethod
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any, ClassVar, Generic, Sequence, TypeVar
 
 from confluent_kafka import Consumer, Message
@@ -107,11 +107,9 @@ class StageCounters:
     batches: int = 0
     retries: int = 0
     busy_s: float = 0.0
-    started: float = field(default_factory=time.monotonic)
 
     def line(self, name: str) -> str:
         d = asdict(self)
-        d.pop("started")
         rate = self.processed / self.busy_s if self.busy_s else 0.0
         return f"[{name}] " + " ".join(f"{k}={v:.1f}" if isinstance(v, float) else f"{k}={v}" for k, v in d.items()) + f" items/busy_s={rate:.1f}"
 
@@ -128,6 +126,12 @@ def describe_validation_error(exc: ValidationError) -> str:
                          else f"{err.get('msg')}")
     parts = wrong[:5] + ([f"missing fields: {', '.join(missing)}"] if missing else [])
     return f"{exc.title} record failed validation: " + "; ".join(parts)
+
+
+def message_dead_letter(stage: str, m: Message, error: BaseException | str, error_class: str | None = None) -> DeadLetter:
+    """The dead letter for a consumed message: its position, key and original payload."""
+    return dead_letter(stage, error, m.value() or b"", error_class=error_class, source_topic=m.topic() or "",
+                       source_partition=m.partition(), source_offset=m.offset(), source_key=message_key(m))
 
 
 class StopFlag:
@@ -243,16 +247,7 @@ class StageRunner:
 
     def _dead_letter(self, m: Message, error: BaseException | str, error_class: str | None) -> DeadLetter:
         assert self._producer is not None
-        dl = dead_letter(
-            self.stage.name,
-            error,
-            m.value() or b"",
-            error_class=error_class,
-            source_topic=m.topic() or "",
-            source_partition=m.partition() or 0,
-            source_offset=m.offset() or 0,
-            source_key=message_key(m),
-        )
+        dl = message_dead_letter(self.stage.name, m, error, error_class)
         log.warning("stage %s: dead letter for %s: %s: %s", self.stage.name, dl.source_key or "?", dl.error_class, dl.error_message)
         self._producer.send(dl)
         self.counters.dead_letters += 1

@@ -9,6 +9,7 @@ inside the data folder. ``query()`` finds the right way by itself.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -77,10 +78,7 @@ def readonly_sql(sql: str) -> str:
 def run_readonly(client: Client, sql: str, parameters: dict[str, Any] | None = None, lock: threading.Lock | None = None) -> dict[str, Any]:
     """Run a read-only query; parameters are bound by the engine, never formatted in."""
     stmt = readonly_sql(sql)
-    if lock:
-        with lock:
-            result = client.query(stmt, parameters=parameters or None)
-    else:
+    with lock or contextlib.nullcontext():
         result = client.query(stmt, parameters=parameters or None)
     return {"columns": list(result.column_names), "rows": [list(r) for r in result.result_rows]}
 

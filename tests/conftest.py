@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import itertools
 import os
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -85,13 +83,6 @@ def wait_for(cond: Callable[[], bool], timeout_s: float, what: str, poll_s: floa
             return
         time.sleep(poll_s)
     raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
-
-
-def spawn_stage(cfg: Config, stage: str, log: Path) -> subprocess.Popen[bytes]:
-    """Start a real ``spatialvid process STAGE`` worker process."""
-    env = {**os.environ, **cfg.to_env()}
-    return subprocess.Popen([sys.executable, "-m", "spatialvid.cli", "process", stage], env=env,
-                            stdout=log.open("ab"), stderr=subprocess.STDOUT)
 
 
 class SinkThread:

@@ -20,10 +20,11 @@ from confluent_kafka import Consumer
 
 from spatialvid.config import Config
 from spatialvid.kafka import RecordProducer
+from spatialvid.pipeline import spawn_stage
 from spatialvid.producers.local import LocalProducer
 from spatialvid.schemas.records import ClipRecord, ScoreRecord
 
-from .conftest import SinkThread, spawn_stage, wait_for
+from .conftest import SinkThread, wait_for
 
 
 def count(client, sql: str) -> int:  # type: ignore[no-untyped-def]
@@ -33,7 +34,7 @@ def count(client, sql: str) -> int:  # type: ignore[no-untyped-def]
 def test_videos_in_scored_clips_out(cfg: Config, warehouse, sample_videos: dict[str, Path], tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     db = cfg.warehouse.database
     cfg.split.window_s = 3.5  # walk (7 s) -> 2 clips, dark (4 s) -> 1, static (4 s) -> 1
-    workers = [spawn_stage(cfg, s, tmp_path / f"{s}.log") for s in ("split", "score")]
+    workers = [spawn_stage(cfg, s, tmp_path) for s in ("split", "score")]
     try:
         with SinkThread(cfg, warehouse):
             stats = LocalProducer(cfg, [str(p) for p in sample_videos.values()]).run(RecordProducer(cfg))
@@ -89,13 +90,13 @@ def test_sigkill_mid_stream_loses_nothing_and_duplicates_nothing(
     out.flush()
     log = tmp_path / "score.log"
     with SinkThread(cfg, warehouse) as sink:
-        worker = spawn_stage(cfg, "score", log)
+        worker = spawn_stage(cfg, "score", tmp_path)
         wait_for(lambda: count(warehouse, f"SELECT count() FROM {db}.clip_scores") >= 4, 120, "the first scores")
         worker.send_signal(signal.SIGKILL)  # no chance to finish the batch or commit
         worker.wait(10)
         scored_at_kill = count(warehouse, f"SELECT count() FROM {db}.clip_scores")
         assert scored_at_kill < n, "the worker finished before it was killed; the test proves nothing"
-        worker = spawn_stage(cfg, "score", log)
+        worker = spawn_stage(cfg, "score", tmp_path)
         try:
             wait_for(lambda: count(warehouse, f"SELECT uniqExact(clip_id) FROM {db}.clip_scores") >= n, 180,
                      f"all {n} clips scored after the restart (log: {log})")
@@ -164,7 +165,7 @@ def test_bad_input_becomes_dead_letters_and_the_rest_flows(
     make_audio_only(bad / "no_video.m4a")
     full = write_faststart(tmp_path / "full.mp4").read_bytes()
     (bad / "truncated.mp4").write_bytes(full[: int(len(full) * 0.6)])
-    workers = [spawn_stage(cfg, s, tmp_path / f"{s}.log") for s in ("split", "score")]
+    workers = [spawn_stage(cfg, s, tmp_path) for s in ("split", "score")]
     try:
         with SinkThread(cfg, warehouse):
             out = RecordProducer(cfg)
