@@ -2,10 +2,11 @@
 
 One consumer group (``sink``) reads all record topics. A batch closes at
 ``sink.batch_rows`` messages or ``sink.batch_wait_s`` seconds. Per table, the sink
-validates each message against its record model, drops repeats of an identity (the
-table's ORDER BY) within the batch and those already stored, inserts the rest
-column-wise, and only then commits the offsets. A message that fails validation
-becomes a dead letter (produced to the ``deadletter`` topic, flushed before commit).
+validates each message against its record model (in bulk: ``schemas.fast``), drops
+repeats of an identity (the table's ORDER BY) within the batch and those already
+stored, inserts the rest as one JSONEachRow block that ClickHouse parses itself, and
+only then commits the offsets. A message that fails validation, or a row the table
+refuses, becomes a dead letter (produced to ``deadletter``, flushed before commit).
 
 Redelivery therefore never shows up as a second row: plain ``count()`` equals
 ``count() FINAL``; ReplacingMergeTree is the backstop should two sink workers ever
