@@ -22,6 +22,7 @@ import time
 from collections import defaultdict
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from operator import attrgetter
 from typing import Any
 
 from clickhouse_connect.driver.client import Client
@@ -128,13 +129,13 @@ class ClickHouseSink:
         with self.lock:
             for model, group in groups.items():
                 rows = self._codecs[model].decode([m.value() or b"" for m in group])
-                good = []
-                for m, row in zip(group, rows):
-                    if isinstance(row, ValidationError):
-                        dead.append(message_dead_letter(STAGE, m, describe_validation_error(row), "MalformedRecord"))
-                    else:
-                        good.append((m, row))
-                dead += self._insert(model, good)
+                if any(isinstance(r, ValidationError) for r in rows):
+                    bad = [isinstance(r, ValidationError) for r in rows]
+                    dead += [message_dead_letter(STAGE, m, describe_validation_error(r), "MalformedRecord")
+                             for m, r, b in zip(group, rows, bad) if b]
+                    group = [m for m, b in zip(group, bad) if not b]
+                    rows = [r for r, b in zip(rows, bad) if not b]
+                dead += self._insert(model, group, rows)
         for d in dead:
             self._producer.send(d)
         if dead:
@@ -144,19 +145,19 @@ class ClickHouseSink:
         self.counters.dead_letters += len(dead)
         self.counters.batches += 1
 
-    def _insert(self, model: type[Record], rows: list[tuple[Message, Any]]) -> list[DeadLetter]:
+    def _insert(self, model: type[Record], msgs: list[Message], rows: list[Any]) -> list[DeadLetter]:
         """Insert the rows not stored yet; returns dead letters for rows the table refused."""
-        keys = model.order_by
-        fresh: dict[tuple[Any, ...], tuple[Message, Any]] = {}
-        for m, row in rows:
-            fresh.setdefault(tuple(getattr(row, c) for c in keys), (m, row))
-        stored = self._stored_identities(model, list(fresh))
-        new = [mr for ident, mr in fresh.items() if ident not in stored]
+        identity = attrgetter(*model.order_by) if len(model.order_by) > 1 else lambda r: (getattr(r, model.order_by[0]),)
+        fresh: dict[Any, int] = {}
+        for i, ident in enumerate(map(identity, rows)):
+            fresh.setdefault(ident, i)
+        stored = self._stored_identities(model, list(fresh)) if fresh else set()
+        new = [i for ident, i in fresh.items() if ident not in stored]
         self.counters.duplicates += len(rows) - len(new)
         if not new:
             return []
         try:
-            self._raw_insert(model, [row for _, row in new])
+            self._raw_insert(model, [rows[i] for i in new])
             self.counters.inserted[model.table] += len(new)
             return []
         except DatabaseError as exc:
@@ -165,14 +166,14 @@ class ClickHouseSink:
         # The table refused some value the model allows (say, a negative number for
         # an unsigned column): insert row by row, so only the refused rows become dead letters.
         dead = []
-        for m, row in new:
+        for i in new:
             try:
-                self._raw_insert(model, [row])
+                self._raw_insert(model, [rows[i]])
                 self.counters.inserted[model.table] += 1
             except DatabaseError as exc:
                 if not _refused_data(exc):
                     raise
-                dead.append(message_dead_letter(STAGE, m, str(exc).strip()[:2000], "RejectedByWarehouse"))
+                dead.append(message_dead_letter(STAGE, msgs[i], str(exc).strip()[:2000], "RejectedByWarehouse"))
         return dead
 
     def _raw_insert(self, model: type[Record], rows: list[Any]) -> None:
