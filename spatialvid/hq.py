@@ -1,0 +1,369 @@
+"""The HQ subset in SQL (SPEC.md §6): raised thresholds, then balanced, seedable sampling.
+
+The paper raises the thresholds of the key quality metrics and then balances semantic
+tags and trajectory statistics "so that no class dominates". Here that is, step by step,
+all inside ClickHouse:
+
+1. **Candidates**: the latest score row of every clip that passed the filters and meets
+   the raised ``[hq]`` thresholds, joined with its latest successful, non-anomalous
+   annotation and its latest caption. Each candidate gets one value per balanced
+   attribute (scene type, time of day, weather, crowd, lighting, main motion trend,
+   trajTurns bucket, distLevel); missing tags read ``Unknown``.
+2. **Priority**: a weighted random key per clip, ``-ln(u) / w`` with
+   ``u = cityHash64(seed, clip_id)`` mapped to (0, 1) (Efraimidis–Spirakis weighted
+   sampling) and ``w`` the product over attributes of ``1 / share`` of the clip's value.
+   With independent attributes, a small weighted sample then has every marginal
+   uniform at once (``E[w | v] ∝ 1 / share(v)``); rare values come first, and the order
+   is a pure function of (data, seed).
+3. **Quotas**: per attribute, one cap ``c_a`` on the hours of any single value, set by
+   water-filling (rare values are taken whole, common ones are cut to the same level)
+   so that ``sum_v min(hours_v, c_a) = target``. A value's quota is
+   ``min(hours_v, s * c_a)``.
+4. **Selection**: walking each value's clips in priority order, a clip is inside its
+   value's quota while the running sum of hours (including it) stays within the quota;
+   a clip is selected when it is inside the quota of every attribute and the running
+   total (in priority order) has not yet reached the target. Because the attributes
+   interact, the common slack ``s >= 1`` is found by bisection (a handful of cheap scans)
+   as the smallest that reaches the target, or everything when the data is short.
+
+Running sums count every candidate of the value, selected or not, so no value ever
+exceeds its quota. The selection is written as ``{db}.hq_{name}_v{N}`` (a new version
+per run) with ``{db}.hq_{name}`` a view of the latest version, and registered in
+``{db}.hq_selections``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, ClassVar, Sequence
+
+from clickhouse_connect.driver.client import Client
+
+from .config import Config, HQConfig
+from spatialvid.schemas.ddl import create_table_sql
+from spatialvid.schemas.records import Record, UInt32, utcnow
+
+#: Balanced attributes: name -> SQL over the joined candidate row (s: score, a:
+#: annotation, c: caption). Tags a stage has not produced yet read 'Unknown'.
+ATTRIBUTES: dict[str, str] = {
+    "scene_type": "if(empty(c.scene_type_first), 'Unknown', c.scene_type_first)",
+    "time_of_day": "if(empty(c.time_of_day), 'Unknown', c.time_of_day)",
+    "weather": "if(empty(c.weather), 'Unknown', c.weather)",
+    "crowd_density": "if(empty(c.crowd_density), 'Unknown', c.crowd_density)",
+    "lighting": "if(empty(c.lighting), 'Unknown', c.lighting)",
+    # The main motion trend: the geometric one (annotation), else the captioner's.
+    "motion_trend": "if(notEmpty(a.motion_trends), a.motion_trends[1], "
+                    "if(notEmpty(c.motion_trends), c.motion_trends[1], 'None'))",
+    "traj_turns": "multiIf(isNull(a.traj_turns), 'Unknown', a.traj_turns >= 3, '3+', toString(a.traj_turns))",
+    "dist_level": "if(isNull(a.dist_level), 'Unknown', toString(a.dist_level))",
+}
+
+_NAME = re.compile(r"^[a-z][a-z0-9_]{0,40}$")
+
+
+class HQSelectionRecord(Record):
+    """One HQ selection run (table ``hq_selections``; not a Kafka topic)."""
+
+    topic: ClassVar[str] = ""
+    table: ClassVar[str] = "hq_selections"
+    order_by: ClassVar[tuple[str, ...]] = ("name", "version")
+
+    name: str
+    version: UInt32
+    table_name: str
+    seed: int
+    target_hours: float
+    selected_hours: float
+    clips: int
+    candidates: int
+    candidate_hours: float
+    slack: float
+    config_json: str
+    created_at: datetime
+
+
+@dataclass
+class Distribution:
+    """Hours per value of one attribute, before (candidates) and after (selection)."""
+
+    attribute: str
+    before: dict[str, float]
+    after: dict[str, float]
+    quota: dict[str, float]
+
+    @property
+    def evenness_before(self) -> float:
+        return evenness(self.before, len(self.before))
+
+    @property
+    def evenness_after(self) -> float:
+        # Over the classes of the input: a class that vanished counts against evenness.
+        return evenness(self.after, len(self.before))
+
+
+@dataclass
+class HQResult:
+    """What one HQ run selected, and how the distributions changed."""
+
+    name: str
+    version: int
+    table: str
+    view: str
+    seed: int
+    target_hours: float
+    selected_hours: float
+    clips: int
+    candidates: int
+    candidate_hours: float
+    slack: float
+    distributions: list[Distribution] = field(default_factory=list)
+
+
+def evenness(hours: dict[str, float], classes: int | None = None) -> float:
+    """Normalised Shannon entropy of a distribution, ``H / ln(K)`` in [0, 1] (1 = even).
+
+    ``classes`` is K (default: the number of keys); a single class gives 1.0.
+    """
+    k = classes if classes is not None else len(hours)
+    total = sum(hours.values())
+    if k <= 1 or total <= 0:
+        return 1.0
+    h = -sum((v / total) * math.log(v / total) for v in hours.values() if v > 0)
+    return h / math.log(k)
+
+
+def waterfill_cap(hours: Sequence[float], target: float) -> float:
+    """The cap ``c`` with ``sum(min(h, c)) == target`` (the largest value when short)."""
+    hs = sorted(h for h in hours if h > 0)
+    if not hs:
+        return 0.0
+    if sum(hs) <= target:
+        return hs[-1]
+    below = 0.0
+    for i, h in enumerate(hs):
+        rest = len(hs) - i  # values that would be cut at a cap <= h
+        c = (target - below) / rest
+        if c <= h:
+            return c
+        below += h
+    return hs[-1]
+
+
+def parse_attributes(spec: str) -> list[str]:
+    """The balanced attributes of ``hq.balance`` (comma-separated), checked."""
+    names = [a.strip() for a in spec.split(",") if a.strip()]
+    unknown = [a for a in names if a not in ATTRIBUTES]
+    if unknown:
+        raise ValueError(f"hq.balance: unknown attribute(s) {unknown}; known: {', '.join(ATTRIBUTES)}")
+    return names
+
+
+def candidates_sql(db: str, hq: HQConfig, attributes: Sequence[str]) -> str:
+    """SELECT of the candidate clips with their attribute values (parameters: thresholds)."""
+    def thr(col: str, cond: str) -> str:
+        return f"({col} IS NULL OR {cond})" if hq.allow_unscored else f"({col} IS NOT NULL AND {cond})"
+
+    score_where = " AND ".join([
+        "passed",
+        thr("aesthetic", "aesthetic >= {aesthetic_min:Float64}"),
+        thr("luminance_mean", "luminance_mean BETWEEN {luminance_min:Float64} AND {luminance_max:Float64}"),
+        thr("ocr_ratio", "ocr_ratio <= {ocr_max:Float64}"),
+        thr("motion", "motion BETWEEN {motion_min:Float64} AND {motion_max:Float64}"),
+    ])
+    ann_where = "success" + (" AND NOT ifNull(anomaly, false)" if hq.drop_anomalies else "")
+    join_kind = "INNER" if hq.require_annotation else "LEFT"
+    attrs = ",\n    ".join(f"{ATTRIBUTES[a]} AS tag_{a}" for a in attributes)
+    # Latest row per clip by argMax: one hash aggregation, no FINAL merge on read.
+    return f"""
+SELECT s.clip_id AS clip_id, s.video_id AS video_id, s.duration_s AS duration_s,
+    s.aesthetic AS aesthetic, s.luminance_mean AS luminance_mean, s.ocr_ratio AS ocr_ratio, s.motion AS motion,
+    a.move_dist AS move_dist, a.rot_angle AS rot_angle, a.traj_turns AS traj_turns, a.dist_level AS dist_level,
+    {attrs}
+FROM (
+    SELECT clip_id, argMax(video_id, scored_at) AS video_id, argMax(duration_s, scored_at) AS duration_s,
+        argMax(aesthetic, scored_at) AS aesthetic, argMax(luminance_mean, scored_at) AS luminance_mean,
+        argMax(ocr_ratio, scored_at) AS ocr_ratio, argMax(motion, scored_at) AS motion,
+        argMax(passed, scored_at) AS passed
+    FROM {db}.clip_scores GROUP BY clip_id
+) AS s
+{join_kind} JOIN (
+    SELECT clip_id, argMax(move_dist, annotated_at) AS move_dist, argMax(rot_angle, annotated_at) AS rot_angle,
+        argMax(traj_turns, annotated_at) AS traj_turns, argMax(dist_level, annotated_at) AS dist_level,
+        argMax(motion_trends, annotated_at) AS motion_trends
+    FROM {db}.clip_annotations WHERE {ann_where} GROUP BY clip_id
+) AS a ON a.clip_id = s.clip_id
+LEFT JOIN (
+    SELECT clip_id, argMax(scene_type_first, captioned_at) AS scene_type_first,
+        argMax(time_of_day, captioned_at) AS time_of_day, argMax(weather, captioned_at) AS weather,
+        argMax(crowd_density, captioned_at) AS crowd_density, argMax(lighting, captioned_at) AS lighting,
+        argMax(motion_trends, captioned_at) AS motion_trends
+    FROM {db}.clip_captions GROUP BY clip_id
+) AS c ON c.clip_id = s.clip_id
+WHERE {score_where} AND s.duration_s > 0"""
+
+
+def _threshold_params(hq: HQConfig) -> dict[str, Any]:
+    return {k: float(getattr(hq, k)) for k in
+            ("aesthetic_min", "luminance_min", "luminance_max", "ocr_max", "motion_min", "motion_max")}
+
+
+def select_hq(client: Client, cfg: Config, hours: float | None = None, seed: int | None = None,
+              name: str | None = None) -> HQResult:
+    """Select the HQ subset and write it as a new version of table ``hq_{name}``."""
+    hq = cfg.hq
+    db = cfg.warehouse.database
+    hours = hq.hours if hours is None else float(hours)
+    seed = hq.seed if seed is None else int(seed)
+    name = hq.name if name is None else name
+    if not _NAME.match(name):
+        raise ValueError(f"HQ name {name!r}: use lower-case letters, digits and '_' (starting with a letter)")
+    if hours <= 0:
+        raise ValueError(f"--hours must be positive, got {hours}")
+    attrs = parse_attributes(hq.balance)
+    target_s = hours * 3600.0
+    work = f"{db}.`_hq_work_{uuid.uuid4().hex[:12]}`"
+    # ln w = sum over attributes of ln(N / n_value): rarer values get larger weights.
+    log_w = " + ".join(f"log(n_total / count() OVER (PARTITION BY tag_{a}))" for a in attrs) or "0"
+    cums = ",\n    ".join(
+        f"sum(duration_s) OVER (PARTITION BY tag_{a} ORDER BY priority, clip_id "
+        f"ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cum_{a}" for a in attrs)
+    params = {**_threshold_params(hq), "seed": seed}
+    client.command(f"""
+CREATE TABLE {work} ENGINE = MergeTree ORDER BY (priority, clip_id) AS
+SELECT *, {cums or '0 AS _none'}
+FROM (
+    SELECT *,
+        -- u in (0, 1) from the seeded hash; key = -ln(u) / w  (smaller = earlier)
+        -log((toFloat64(cityHash64({{seed:Int64}}, clip_id)) + 0.5) / 18446744073709551616.0)
+            / exp({log_w}) AS priority
+    FROM (SELECT *, count() OVER () AS n_total FROM ({candidates_sql(db, hq, attrs)}))
+)""", parameters=params)
+    try:
+        return _select_from_work(client, cfg, work, attrs, target_s, seed, name, hours)
+    finally:
+        client.command(f"DROP TABLE IF EXISTS {work}")
+
+
+def _hours_by_value(client: Client, sql_from: str, attrs: Sequence[str], params: dict[str, Any]) -> dict[str, dict[str, float]]:
+    if not attrs:
+        return {}
+    pairs = ", ".join(f"('{a}', toString(tag_{a}))" for a in attrs)
+    rows = client.query(
+        f"SELECT kv.1, kv.2, sum(duration_s) FROM {sql_from} ARRAY JOIN [{pairs}] AS kv GROUP BY kv",
+        parameters=params).result_rows
+    out: dict[str, dict[str, float]] = {a: {} for a in attrs}
+    for a, v, secs in rows:
+        out[a][str(v)] = float(secs) / 3600.0
+    return out
+
+
+def _select_from_work(client: Client, cfg: Config, work: str, attrs: list[str], target_s: float, seed: int,
+                      name: str, hours: float) -> HQResult:
+    db = cfg.warehouse.database
+    n_cand, cand_s = client.query(f"SELECT count(), sum(duration_s) FROM {work}").result_rows[0]
+    n_cand, cand_s = int(n_cand), float(cand_s or 0.0)
+    before = _hours_by_value(client, work, attrs, {})
+    caps = {a: waterfill_cap(list(before[a].values()), target_s / 3600.0) * 3600.0 for a in attrs}
+    # Slack bounds: s = 1 is the water-filled quota; s_max lets every candidate in.
+    s_max = max([max(before[a].values()) * 3600.0 / caps[a] for a in attrs if caps[a] > 0] + [1.0])
+    cond = " AND ".join(f"cum_{a} <= {{q_{a}:Float64}}" for a in attrs) or "1"
+
+    def total(s: float) -> float:
+        p = {f"q_{a}": caps[a] * s for a in attrs}
+        return float(client.query(f"SELECT sum(duration_s) FROM {work} WHERE {cond}", parameters=p).result_rows[0][0] or 0)
+
+    if total(s_max * (1 + 1e-9)) <= target_s or not attrs:
+        slack = s_max * (1 + 1e-9)
+    elif total(1.0) >= target_s:
+        slack = 1.0
+    else:
+        lo, hi = 1.0, s_max * (1 + 1e-9)
+        for _ in range(30):  # bisection: total(s) is monotone in s
+            mid = (lo + hi) / 2
+            if total(mid) >= target_s:
+                hi = mid
+            else:
+                lo = mid
+            if hi / lo < 1.0005:
+                break
+        slack = hi
+    quota_params = {f"q_{a}": caps[a] * slack for a in attrs}
+
+    version = int(client.query(
+        f"SELECT ifNull(max(version), 0) + 1 FROM {db}.hq_selections WHERE name = {{name:String}}",
+        parameters={"name": name}).result_rows[0][0]) if _has_registry(client, db) else 1
+    table = f"{db}.hq_{name}_v{version}"
+    keep = [c for c in ("clip_id", "video_id", "duration_s", "aesthetic", "luminance_mean", "ocr_ratio", "motion",
+                        "move_dist", "rot_angle", "traj_turns", "dist_level")]
+    keep += [f"tag_{a}" for a in attrs] + ["priority"]
+    client.command(f"""
+CREATE TABLE {table} ENGINE = MergeTree ORDER BY clip_id AS
+SELECT {', '.join(keep)} FROM (
+    SELECT *, sum(duration_s) OVER (ORDER BY priority, clip_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cum_total
+    FROM {work} WHERE {cond}
+) WHERE cum_total - duration_s < {{target:Float64}}""", parameters={**quota_params, "target": target_s})
+    client.command(f"CREATE OR REPLACE VIEW {db}.hq_{name} AS SELECT * FROM {table}")
+    n_sel, sel_s = client.query(f"SELECT count(), sum(duration_s) FROM {table}").result_rows[0]
+    after = _hours_by_value(client, table, attrs, {})
+    dists = [Distribution(a, before[a], after[a],
+                          {v: min(h, caps[a] * slack / 3600.0) for v, h in before[a].items()}) for a in attrs]
+    result = HQResult(name=name, version=version, table=table, view=f"{db}.hq_{name}", seed=seed,
+                      target_hours=hours, selected_hours=float(sel_s or 0) / 3600.0, clips=int(n_sel),
+                      candidates=n_cand, candidate_hours=cand_s / 3600.0, slack=slack, distributions=dists)
+    _register(client, cfg, result)
+    return result
+
+
+def _has_registry(client: Client, db: str) -> bool:
+    return bool(client.query("SELECT count() FROM system.tables WHERE database = {db:String} AND name = 'hq_selections'",
+                             parameters={"db": db}).result_rows[0][0])
+
+
+def _register(client: Client, cfg: Config, r: HQResult) -> None:
+    db = cfg.warehouse.database
+    client.command(create_table_sql(HQSelectionRecord, db))
+    hq_cfg = {k: getattr(cfg.hq, k) for k in cfg.hq.__dataclass_fields__}
+    rec = HQSelectionRecord(name=r.name, version=r.version, table_name=r.table, seed=r.seed,
+                            target_hours=r.target_hours, selected_hours=r.selected_hours, clips=r.clips,
+                            candidates=r.candidates, candidate_hours=r.candidate_hours, slack=r.slack,
+                            config_json=json.dumps(hq_cfg, sort_keys=True), created_at=utcnow())
+    cols = list(HQSelectionRecord.model_fields)
+    client.insert(f"{db}.hq_selections", [[getattr(rec, c) for c in cols]], column_names=cols)
+
+
+def latest_hq_table(client: Client, db: str, name: str = "hq") -> str | None:
+    """The table of the latest version of HQ selection ``name``, or None."""
+    if not _has_registry(client, db):
+        return None
+    rows = client.query(f"SELECT table_name FROM {db}.hq_selections FINAL WHERE name = {{n:String}} "
+                        "ORDER BY version DESC LIMIT 1", parameters={"n": name}).result_rows
+    return str(rows[0][0]) if rows else None
+
+
+def format_result(r: HQResult, top: int = 8) -> str:
+    """Before/after distributions and evenness per attribute, for a person."""
+    lines = [
+        f"HQ selection {r.name} v{r.version} -> {r.table}  (view {r.view}; seed {r.seed})",
+        f"  candidates  {r.candidates} clips, {r.candidate_hours:.2f} h after the raised thresholds",
+        f"  selected    {r.clips} clips, {r.selected_hours:.2f} h of {r.target_hours:g} h asked"
+        + ("  (all candidates: not enough data for the target)" if r.selected_hours < r.target_hours * 0.999 else ""),
+        f"  quota slack {r.slack:.3f} (1 = water-filled quotas)",
+        "",
+        f"  {'attribute':<14} {'evenness before':>16} {'after':>7}",
+    ]
+    for d in r.distributions:
+        lines.append(f"  {d.attribute:<14} {d.evenness_before:>16.3f} {d.evenness_after:>7.3f}")
+    for d in r.distributions:
+        lines += ["", f"  {d.attribute}: hours (share) before -> after, quota"]
+        tb, ta = sum(d.before.values()) or 1.0, sum(d.after.values()) or 1.0
+        for v, h in sorted(d.before.items(), key=lambda kv: -kv[1])[:top]:
+            a = d.after.get(v, 0.0)
+            lines.append(f"    {v:<22} {h:>9.2f} ({h / tb:>5.1%}) -> {a:>8.2f} ({a / ta:>5.1%})   quota {d.quota[v]:.2f}")
+        if len(d.before) > top:
+            lines.append(f"    ... {len(d.before) - top} more values")
+    return "\n".join(lines)

@@ -1,0 +1,122 @@
+"""HQ selection in SQL: raised thresholds, balanced quotas, deterministic seeded sampling."""
+
+from __future__ import annotations
+
+import pytest
+
+from spatialvid.config import Config
+from spatialvid.hq import HQResult, evenness, latest_hq_table, select_hq, waterfill_cap
+
+from .synthetic import insert_records, population
+
+N_CLIPS = 4000
+
+
+@pytest.fixture
+def skewed(cfg: Config, warehouse):  # type: ignore[no-untyped-def]
+    """A skewed population of 4,000 clips in the real chDB warehouse."""
+    counts = insert_records(warehouse, cfg.warehouse.database, population(N_CLIPS, seed=3))
+    assert counts["clip_scores"] == N_CLIPS
+    return warehouse
+
+
+def _ids(client, table: str) -> list[str]:  # type: ignore[no-untyped-def]
+    return [r[0] for r in client.query(f"SELECT clip_id FROM {table} ORDER BY clip_id").result_rows]
+
+
+def test_waterfill_cap_takes_rare_values_whole_and_cuts_common_ones_level() -> None:
+    assert waterfill_cap([10, 1, 1], 6) == pytest.approx(4.0)  # 4 + 1 + 1 = 6
+    assert waterfill_cap([5, 5], 4) == pytest.approx(2.0)
+    assert waterfill_cap([3, 1], 10) == 3  # short of the target: take everything
+    assert evenness({"a": 1, "b": 1, "c": 1}) == pytest.approx(1.0)
+    assert evenness({"a": 1, "b": 0}, 2) == pytest.approx(0.0)
+
+
+def test_hq_is_more_even_than_its_input_and_respects_every_quota(cfg: Config, skewed) -> None:  # type: ignore[no-untyped-def]
+    r = select_hq(skewed, cfg, hours=1.0, seed=1)
+    assert r.candidate_hours > 2.0, "the population should offer more than twice the target"
+    assert 1.0 <= r.selected_hours <= 1.0 + 15 / 3600, r.selected_hours
+    assert r.clips == len(_ids(skewed, r.table))
+    for d in r.distributions:
+        assert sum(d.after.values()) == pytest.approx(r.selected_hours, rel=1e-6), d.attribute
+        for value, hours in d.after.items():
+            assert hours <= d.quota[value] + 1e-9, f"{d.attribute}={value}: {hours:.3f} h > quota {d.quota[value]:.3f} h"
+        assert d.evenness_after > d.evenness_before + 0.05, (
+            f"{d.attribute}: evenness {d.evenness_before:.3f} -> {d.evenness_after:.3f}")
+    # The raised thresholds hold on every selected clip (where a score exists).
+    bad = skewed.query(f"""SELECT count() FROM {r.table}
+        WHERE aesthetic < 4.5 OR luminance_mean NOT BETWEEN 30 AND 120 OR ocr_ratio > 0.1
+           OR motion NOT BETWEEN 3 AND 12""").result_rows[0][0]
+    assert bad == 0
+    # Annotation required and anomalies dropped.
+    ann = skewed.query(f"""SELECT countIf(NOT success OR ifNull(anomaly, false)) FROM {cfg.warehouse.database}.clip_annotations
+        WHERE clip_id IN (SELECT clip_id FROM {r.table})""").result_rows[0][0]
+    assert ann == 0
+
+
+def test_same_seed_same_clips_other_seed_other_equally_balanced_clips(cfg: Config, skewed) -> None:  # type: ignore[no-untyped-def]
+    a = select_hq(skewed, cfg, hours=1.0, seed=7)
+    b = select_hq(skewed, cfg, hours=1.0, seed=7)
+    c = select_hq(skewed, cfg, hours=1.0, seed=8)
+    assert (a.version, b.version, c.version) == (1, 2, 3)
+    ids_a, ids_b, ids_c = _ids(skewed, a.table), _ids(skewed, b.table), _ids(skewed, c.table)
+    assert ids_a == ids_b
+    assert ids_a != ids_c
+    overlap = len(set(ids_a) & set(ids_c)) / len(ids_a)
+    assert overlap < 0.9, f"seed 8 shares {overlap:.0%} of seed 7's clips"
+    for da, dc in zip(a.distributions, c.distributions):
+        assert abs(da.evenness_after - dc.evenness_after) < 0.05, (da.attribute, da.evenness_after, dc.evenness_after)
+    # The view and the registry point at the latest version.
+    assert latest_hq_table(skewed, cfg.warehouse.database, "hq") == c.table
+    assert _ids(skewed, f"{cfg.warehouse.database}.hq_hq") == ids_c
+
+
+def test_short_data_takes_every_candidate(cfg: Config, skewed) -> None:  # type: ignore[no-untyped-def]
+    r: HQResult = select_hq(skewed, cfg, hours=1000.0, seed=0, name="all")
+    assert r.clips == r.candidates and r.selected_hours == pytest.approx(r.candidate_hours)
+    assert r.table.endswith(".hq_all_v1")
+
+
+def test_hq_command_prints_distributions_and_evenness(cfg: Config, skewed, capsys) -> None:  # type: ignore[no-untyped-def]
+    from spatialvid.hq import format_result
+
+    r = select_hq(skewed, cfg, hours=0.5, seed=2, name="small")
+    text = format_result(r)
+    assert "evenness before" in text and "scene_type" in text and "Urban" in text
+    with pytest.raises(ValueError, match="lower-case"):
+        select_hq(skewed, cfg, hours=1, name="Bad Name; DROP")
+
+
+def test_hq_cli_end_to_end(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """`spatialvid hq` in a fresh process owns its own embedded warehouse."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = f"""
+import sys
+from spatialvid.config import Config
+from spatialvid.warehouse import connect, init_schema
+from tests.synthetic import population, insert_records
+cfg = Config(data_dir={str(tmp_path / 'data')!r})
+c = connect(cfg); init_schema(c, cfg)
+insert_records(c, cfg.warehouse.database, population(600, seed=5))
+c.close()
+"""
+    subprocess.run([sys.executable, "-c", script], check=True, cwd=str(Path(__file__).parents[1]))
+    out = subprocess.run([sys.executable, "-m", "spatialvid.cli", "hq", "--data-dir", str(tmp_path / "data"),
+                          "--hours", "0.3", "--seed", "4", "--name", "demo"], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert "hq_demo_v1" in out.stdout and "evenness before" in out.stdout
+    # The same selection feeds `spatialvid stats` and `spatialvid export`.
+    env = {**os.environ, "SPATIALVID_HQ__NAME": "demo"}
+    st = subprocess.run([sys.executable, "-m", "spatialvid.cli", "stats", "--data-dir", str(tmp_path / "data"),
+                         "--out", str(tmp_path / "stats")], capture_output=True, text=True, env=env)
+    assert st.returncode == 0, st.stderr
+    assert "funnel: crawled" in st.stdout and (tmp_path / "stats" / "report.html").exists()
+    ex = subprocess.run([sys.executable, "-m", "spatialvid.cli", "export", str(tmp_path / "out"), "-q", "--no-videos",
+                         "--data-dir", str(tmp_path / "data")], capture_output=True, text=True, env=env)
+    assert ex.returncode == 0, ex.stderr
+    n_rows = len((tmp_path / "out" / "metadata.csv").read_text().splitlines()) - 1
+    assert f"export: {n_rows} clips" in ex.stdout and n_rows > 0
