@@ -19,7 +19,7 @@ import re
 from datetime import datetime, timezone
 from typing import Annotated, Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class CH:
@@ -98,6 +98,14 @@ class VideoRecord(Record):
     rotation: Annotated[int, CH("Int16")] = 0
     size_bytes: int = 0
     query: str = Field("", description="crawl query that found it, if any")
+    # -- additive (issue 3): crawl metadata and the pre-filter verdict ------------------
+    source_ref: str = Field("", description="stable identity of the source: 'extractor id' or URL")
+    webpage_url: str = ""
+    uploader: str = ""
+    upload_date: str = Field("", description="YYYYMMDD as the site reports it")
+    license: str = ""
+    accepted: bool = Field(True, description="false: the crawl pre-filter rejected it (nothing to split)")
+    reject_reasons: list[str] = Field(default_factory=list, description="'check: detail' per failed check")
     produced_at: datetime = Field(default_factory=utcnow)
 
     @property
@@ -116,7 +124,7 @@ class ClipRecord(Record):
     video_id: str
     index: UInt32
     num_clips: UInt32 = Field(description="how many clips the splitter made of this video")
-    uri: str = Field(description="the clip's file, or the source video when not materialised")
+    uri: str = Field(description="the source video; the clip is its frames [frame_start, frame_end)")
     frame_start: UInt32
     frame_end: UInt32
     timestamp_start: float
@@ -126,6 +134,11 @@ class ClipRecord(Record):
     height: UInt32
     stage: LowStr = "split"
     method: LowStr = Field(description="splitter and version, e.g. fixed-window-v1")
+    # -- additive (issue 3): the materialised clip (empty when split.materialize is off) --
+    clip_uri: str = Field("", description="the re-encoded clip file (frames 0..num_frames of it)")
+    clip_codec: LowStr = ""
+    clip_width: UInt32 = 0
+    clip_height: UInt32 = 0
     produced_at: datetime = Field(default_factory=utcnow)
 
     @property
@@ -159,9 +172,11 @@ class ScoreRecord(Record):
     model_version: LowStr = Field(description="versions of every scorer that ran, joined")
     duration_s: float = 0.0
     num_frames: UInt32 = 0
-    aesthetic: float | None = None
+    aesthetic: float | None = Field(None, description="LAION aesthetic score (the paper's model only)")
     aesthetic_model: LowStr = ""
     aesthetic_pass: bool | None = None
+    aesthetic_proxy: float | None = Field(None, description="offline proxy score (aesthetic_model names it), "
+                                          "never the LAION score")
     luminance_mean: float | None = None
     luminance_min: float | None = None
     luminance_max: float | None = None
@@ -173,6 +188,12 @@ class ScoreRecord(Record):
     motion_pass: bool | None = None
     passed: bool = Field(description="every filter that ran passed")
     reject_reasons: list[str] = Field(default_factory=list)
+    # -- additive (issue 6): where the clip's frames are, so annotate needs no lookup ----
+    uri: str = Field("", description="the source video; the clip is its frames [frame_start, frame_end)")
+    clip_uri: str = Field("", description="the materialised clip file, when there is one")
+    frame_start: UInt32 = 0
+    frame_end: UInt32 = 0
+    fps: float = 0.0
     scored_at: datetime = Field(default_factory=utcnow)
 
     @property
@@ -208,6 +229,10 @@ class AnnotationRecord(Record):
     instruction_steps: Annotated[dict[str, int], CH("Map(LowCardinality(String), UInt32)")] = Field(
         default_factory=dict, description="pose steps per motion command (instruction_summary)")
     artifacts_uri: str = Field("", description="annotation folder: poses.npy, instructions.json, ...")
+    # -- additive (issue 6): why a clip ended unsuccessful, and what the units mean ------
+    failure_reason: str = Field("", description="why success is false (no baseline, too few frames registered, ...)")
+    scale_convention: LowStr = Field("", description="the backend's translation units (SPEC.md §3 'Scale')")
+    num_sampled: UInt32 = Field(0, description="frames given to the backend (registered_share's denominator)")
     annotated_at: datetime = Field(default_factory=utcnow)
 
     @property
@@ -216,7 +241,15 @@ class AnnotationRecord(Record):
 
 
 class CaptionRecord(Record):
-    """Captions and tags of one clip (topic ``captions``). Shape reserved for issue 7."""
+    """Captions and tags of one clip (topic ``captions``, table ``clip_captions``), SPEC.md §5.
+
+    Text fields are the snake_case of the released ``caption.json`` keys (CamMotion ->
+    ``cam_motion``, ...); ``spatialvid.processors.caption.export.caption_json`` writes the
+    released form. ``*_generated`` say which steps a model actually ran: the offline
+    default writes ``opt_cam_motion`` from the geometry and leaves the scene fields
+    empty with ``vision_generated = refine_generated = tags_generated = false``.
+    Word counts per text field are derived from the text on validation (statistics).
+    """
 
     topic = "captions"
     table = "clip_captions"
@@ -242,7 +275,38 @@ class CaptionRecord(Record):
     weather: LowStr = "Unknown"
     crowd_density: LowStr = "Unknown"
     geometry_check_passed: bool | None = None
+    # -- additive (issue 7): provenance, checks, accounting, statistics -----------------
+    llm: LowStr = Field("", description="released key LLM: the model(s) that wrote the captions")
+    caption_mode: LowStr = Field("offline", description="offline | llm | vlm+llm (which steps had an endpoint)")
+    vision_generated: bool = Field(False, description="CamMotion/SceneDesc came from a vision-language model")
+    refine_generated: bool = Field(False, description="OptCamMotion and the summaries came from a language model")
+    tags_generated: bool = Field(False, description="CategoryTag came from a language model")
+    geometry_check_detail: str = Field("", description="why the direction check failed, or what it compared")
+    geometry_regenerations: UInt16 = 0
+    tags_repaired: list[str] = Field(default_factory=list, description="tag values mapped onto the vocabulary")
+    prompt_tokens: UInt32 = 0
+    completion_tokens: UInt32 = 0
+    api_requests: UInt16 = 0
+    api_retries: UInt16 = 0
+    api_wait_s: float = 0.0
+    cost_usd: float = 0.0
+    cam_motion_words: UInt32 = 0
+    scene_desc_words: UInt32 = 0
+    opt_cam_motion_words: UInt32 = 0
+    scene_summary_words: UInt32 = 0
+    shot_immersion_words: UInt32 = 0
     captioned_at: datetime = Field(default_factory=utcnow)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _word_counts(cls, data: Any) -> Any:
+        """Word counts always follow the text (a redelivered record recomputes the same)."""
+        if isinstance(data, dict):
+            data = dict(data)
+            for name in ("cam_motion", "scene_desc", "opt_cam_motion", "scene_summary", "shot_immersion"):
+                text = data.get(name) or ""
+                data[f"{name}_words"] = len(text.split()) if isinstance(text, str) else 0
+        return data
 
     @property
     def key(self) -> str:

@@ -45,7 +45,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"writing sample videos to {folder} ...", file=sys.stderr)
         inputs.append(str(folder))
         write_samples(folder)
-    result = run_pipeline(cfg, inputs, timeout_s=args.timeout, show_progress=not args.quiet)
+    result = run_pipeline(cfg, inputs, timeout_s=args.timeout, show_progress=not args.quiet,
+                          dashboard_port=args.dashboard)
     if args.json:
         print(json.dumps(result.summary, indent=2))
     else:
@@ -78,6 +79,41 @@ def cmd_produce(args: argparse.Namespace) -> int:
     ensure_topics(cfg)
     stats = LocalProducer(cfg, args.inputs).run(RecordProducer(cfg))
     print(f"produced {stats.videos} video records, {stats.dead_letters} dead letters to {cfg.topic('videos')}")
+    return 0
+
+
+def cmd_crawl(args: argparse.Namespace) -> int:
+    from spatialvid.producers.crawl import CrawlProducer, SeenIndex, split_list
+
+    cfg = _cfg(args)
+    if args.file_urls:
+        cfg.crawl.enable_file_urls = True
+    queries = [q for q in args.query if q.strip()] if args.query is not None else ([] if args.inputs else split_list(cfg.crawl.queries))
+    if args.results:
+        cfg.crawl.results_per_query = args.results
+    if not queries and not args.inputs:
+        raise ValueError("nothing to crawl: give --query WORDS and/or URLs / @list.txt files")
+    out = None
+    if not args.dry_run:
+        from .kafka import RecordProducer, ensure_topics
+
+        _need_bootstrap(cfg, "crawl")
+        ensure_topics(cfg)
+        out = RecordProducer(cfg)
+    producer = CrawlProducer(cfg, args.inputs, queries=queries, max_videos=args.max,
+                             seen=SeenIndex(cfg, use_warehouse=not args.no_warehouse))
+    if args.dry_run or args.verbose:
+        producer.on_record = lambda r: print(  # type: ignore[method-assign]
+            f"{'accept' if r.accepted else 'reject'}  {r.video_id}  {r.title[:60]!r}"
+            + (f"  ({'; '.join(r.reject_reasons)})" if r.reject_reasons else ""), flush=True)
+    stats = producer.run(out, dry_run=args.dry_run)
+    why = ", ".join(f"{k} {n}" for k, n in sorted(stats.reasons.items(), key=lambda kv: -kv[1])) or "none"
+    verb = "would download" if args.dry_run else "downloaded"
+    print(f"crawl: {stats.listed} listed, {stats.skipped_seen} already seen, {stats.videos} accepted "
+          f"({verb} {stats.downloaded if not args.dry_run else stats.videos}), {stats.rejected} rejected "
+          f"(reasons: {why}), {stats.dead_letters} failed" + ("" if args.dry_run else f" -> {cfg.topic('videos')}"))
+    for target, exc in producer.list_errors:
+        print(f"crawl: could not list {target}: {exc}", file=sys.stderr)
     return 0
 
 
@@ -182,6 +218,153 @@ def cmd_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def _owned_client(cfg: Any):  # type: ignore[no-untyped-def]
+    """A writable warehouse client (embedded: this process becomes the owner)."""
+    from .warehouse import connect, init_schema
+
+    client = connect(cfg)
+    init_schema(client, cfg)
+    return client
+
+
+def cmd_hq(args: argparse.Namespace) -> int:
+    from .hq import format_result, select_hq
+
+    cfg = _cfg(args)
+    client = _owned_client(cfg)
+    try:
+        result = select_hq(client, cfg, hours=args.hours, seed=args.seed, name=args.name)
+    finally:
+        client.close()
+    print(format_result(result))
+    return 0
+
+
+def _read_access(cfg: Any):  # type: ignore[no-untyped-def]
+    """(query function, closer): through the owner or server when there is one, else owned here."""
+    from .warehouse import _live_owner
+
+    if cfg.warehouse.url or _live_owner(cfg.warehouse_path) is not None:
+        from .dashboard import remote_query
+
+        return remote_query(cfg), lambda: None
+    from .dashboard import embedded_query
+
+    client = _owned_client(cfg)
+    return embedded_query(client, threading.Lock()), client.close
+
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    from .stats import write_report
+
+    cfg = _cfg(args)
+    db = cfg.warehouse.database
+    query, close = _read_access(cfg)
+    try:
+        hq = args.hq or f"{db}.hq_{cfg.hq.name}"
+        exists = query("SELECT count() FROM system.tables WHERE database = {d:String} AND name = {n:String}",
+                       {"d": hq.split(".")[0] if "." in hq else db, "n": hq.split(".")[-1]})["rows"][0][0]
+        compare = dict(c.split("=", 1) if "=" in c else (c.split(".")[-1], c) for c in args.compare or [])
+        rep, files = write_report(query, db, args.out, hq_table=hq if int(exists) else None, compare=compare)
+    finally:
+        close()
+    print("funnel: " + "  ->  ".join(f"{s} {h:.2f} h" for s, _, h in rep.funnel))
+    if not int(exists):
+        print(f"(no HQ selection {hq} yet: run `spatialvid hq --hours H` to add the HQ set)")
+    print(f"report: {files['html']}  ({len(files) - 3} plots, {files['markdown'].name}, {files['json'].name})")
+    return 0
+
+
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    from .dashboard import DashboardServer
+    from .runtime import StopFlag
+    from .warehouse import QueryServer, _live_owner
+
+    cfg = _cfg(args)
+    server = None
+    if cfg.warehouse.url or _live_owner(cfg.warehouse_path) is not None:
+        from .dashboard import remote_query
+
+        query, close = remote_query(cfg), (lambda: None)
+    else:  # nobody owns the embedded warehouse: own it, and answer `spatialvid sql` too
+        from .dashboard import embedded_query
+
+        client, lock = _owned_client(cfg), threading.Lock()
+        server = QueryServer(client, cfg, lock).start()
+        query, close = embedded_query(client, lock), client.close
+    dash = DashboardServer(query, cfg, host=args.host, port=args.port).start()
+    print(f"dashboard on {dash.url} (Ctrl-C stops it)", flush=True)
+    stop = StopFlag()
+    stop.install_signal_handlers()
+    try:
+        while not stop.is_set():
+            threading.Event().wait(0.5)
+    finally:
+        dash.stop()
+        if server:
+            server.stop()
+        close()
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from spatialvid.sinks.export import export, verify_export
+
+    cfg = _cfg(args)
+    if args.verify:
+        problems = verify_export(args.out)
+        print("\n".join(problems) if problems else f"{args.out}: every file matches its checksum")
+        return 1 if problems else 0
+    query, close = _read_access(cfg)
+    try:
+        from tqdm import tqdm
+
+        res = export(query, cfg, args.out, table=args.table, group_size=args.group_size, videos=not args.no_videos,
+                     parquet=not args.no_parquet,
+                     progress=lambda it, n: tqdm(it, total=n, desc="export", unit="clip", disable=args.quiet))
+    finally:
+        close()
+    print(f"export: {res.clips} clips -> {res.out_dir} ({res.written} files written, {res.skipped} already there, "
+          f"{res.bytes_written / 1e6:.1f} MB); metadata.csv, metadata.parquet, manifest.json")
+    for m in res.missing[:10]:
+        print(f"  missing: {m}", file=sys.stderr)
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from .models import describe, fetch, list_models, model_status
+
+    cfg = _cfg(args)
+    wd = args.weights_dir or cfg.scoring.weights_dir
+    if args.action == "fetch":
+        if not args.name:
+            raise ValueError("which model? `spatialvid models fetch NAME` (names: `spatialvid models`)")
+        for path in fetch(args.name, wd, progress=None if args.quiet else _download_progress()):
+            print(path)
+        return 0
+    specs = list_models(args.task)
+    if args.json:
+        print(json.dumps([{"name": s.name, "task": s.task, "version": s.version, "device": s.device,
+                           "proxy_for": s.proxy_for, "license": s.weights.license,
+                           "ready": model_status(s.name, wd).ready, "missing": model_status(s.name, wd).problems(wd)}
+                          for s in specs], indent=2))
+    else:
+        print(describe(specs, wd))
+    return 0
+
+
+def _download_progress():  # type: ignore[no-untyped-def]
+    from tqdm import tqdm
+
+    bars: dict[str, Any] = {}
+
+    def update(name: str, done: int, total: int) -> None:
+        bar = bars.get(name) or bars.setdefault(name, tqdm(total=total or None, unit="B", unit_scale=True, desc=name))
+        bar.update(done - bar.n)
+
+    return update
+
+
 def cmd_broker(args: argparse.Namespace) -> int:
     from .kafka import EmbeddedBroker
     from .runtime import StopFlag
@@ -219,6 +402,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--timeout", type=float, help="give up after this many seconds")
     r.add_argument("--json", action="store_true", help="print the summary as JSON")
     r.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    r.add_argument("--dashboard", type=int, metavar="PORT", help="serve the live dashboard on this port while it runs")
     r.set_defaults(func=cmd_run)
 
     s = sub.add_parser("samples", help="write the sample videos into a folder",
@@ -230,6 +414,33 @@ def build_parser() -> argparse.ArgumentParser:
     pr = sub.add_parser("produce", help="probe videos and emit video records to Kafka (needs kafka.bootstrap)")
     pr.add_argument("inputs", nargs="+", help="video files, folders, @list.txt files, or http(s)/file URLs")
     pr.set_defaults(func=cmd_produce)
+
+    cr = sub.add_parser(
+        "crawl", help="find videos with yt-dlp, pre-filter, download, emit video records (needs kafka.bootstrap)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Search and list videos with yt-dlp, reject unsuitable ones on metadata before any download "
+        "(title keywords, duration, resolution >= 720p, aspect ratio, live streams, shorts), download the rest "
+        "into the artifact store (resumable) and emit one video record per source to the videos topic. A source "
+        "already recorded (in the warehouse or this data folder's ledger) is never fetched again. Rejected "
+        "sources are recorded too (accepted = false, with reasons), so pass rates are a query away. Settings: "
+        "the [crawl] section of the configuration.",
+        epilog="""examples:
+  spatialvid crawl --dry-run --query "city walk" --results 10     what would be accepted, no download
+  spatialvid crawl                                                the configured queries (walk, tour, drone)
+  spatialvid crawl --query drone https://www.youtube.com/@somechannel/videos @more_urls.txt
+  spatialvid sql "SELECT accepted, count() FROM spatialvid.videos WHERE source = 'crawl' GROUP BY accepted"
+""")
+    cr.add_argument("inputs", nargs="*", help="channel, playlist, feed, page or video URLs, or @list.txt files")
+    cr.add_argument("-q", "--query", action="append", metavar="WORDS",
+                    help="a keyword search (repeatable); default: crawl.queries when no URL is given")
+    cr.add_argument("-n", "--results", type=int, help="results per search (default: crawl.results_per_query)")
+    cr.add_argument("--max", type=int, help="stop after this many new sources (accepted + rejected)")
+    cr.add_argument("--dry-run", action="store_true", help="list and pre-filter only: no download, no Kafka")
+    cr.add_argument("--no-warehouse", action="store_true",
+                    help="dedup with this data folder's ledger only (no warehouse reachable)")
+    cr.add_argument("--file-urls", action="store_true", help="allow file:// URLs (yt-dlp's --enable-file-urls)")
+    cr.add_argument("--data-dir", help="where the artifact store (downloads, ledger) and warehouse live")
+    cr.set_defaults(func=cmd_crawl)
 
     pc = sub.add_parser("process", help="run one stage worker against Kafka (needs kafka.bootstrap)",
                         description="Run one worker of a stage's consumer group; start more workers to scale "
@@ -265,6 +476,68 @@ def build_parser() -> argparse.ArgumentParser:
     sh.add_argument("-o", "--output", help="PNG path (default: <clip>_trajectory.png)")
     sh.add_argument("--data-dir", help="where the embedded warehouse lives")
     sh.set_defaults(func=cmd_show)
+
+    hq = sub.add_parser("hq", help="select the balanced HQ subset into a named, versioned table",
+                        description="Keep clips that meet the raised [hq] thresholds and have an annotation, then "
+                        "sample them deterministically (seeded hash) with per-value quotas so that scene type, time "
+                        "of day, weather, crowd, lighting, motion trend, trajTurns and distLevel are as even as the "
+                        "data allows, up to --hours. Writes <db>.hq_NAME_vN (a new version each run) and the view "
+                        "<db>.hq_NAME, and prints the distributions before and after with their evenness "
+                        "(normalised entropy, 1 = perfectly even). Needs the warehouse to itself (stop "
+                        "`spatialvid run`/`sink` first in embedded mode).")
+    hq.add_argument("--hours", type=float, help="target hours (default: hq.hours, the paper's 1146)")
+    hq.add_argument("--seed", type=int, help="sampling seed (default: hq.seed); same seed + data = same subset")
+    hq.add_argument("--name", help="selection name (default: hq.name, 'hq')")
+    hq.add_argument("--data-dir", help="where the embedded warehouse lives")
+    hq.set_defaults(func=cmd_hq)
+
+    st = sub.add_parser("stats", help="the paper's statistics: PNG plots and a Markdown/HTML report",
+                        description="Funnel from crawled to HQ hours, motion-direction and tag distributions, "
+                        "histograms of aesthetic, luminance, motion, rotAngle, moveDist and trajTurns for the full "
+                        "set, the HQ set and any comparison sets, and caption lengths; written to --out.")
+    st.add_argument("--out", default="spatialvid-stats", help="output folder (default: ./spatialvid-stats)")
+    st.add_argument("--hq", help="HQ table (default: <db>.hq_<hq.name>, the latest selection)")
+    st.add_argument("--compare", action="append", metavar="[LABEL=]TABLE",
+                    help="another set of clips (any table with clip_id), e.g. old=spatialvid.hq_hq_v1 (repeatable)")
+    st.add_argument("--data-dir", help="where the embedded warehouse lives")
+    st.set_defaults(func=cmd_stats)
+
+    da = sub.add_parser("dashboard", help="serve the live dashboard (pass rates, funnel, throughput, lag, clips)",
+                        description="A web page that refreshes every dashboard.refresh_s seconds. Next to a running "
+                        "`spatialvid run`/`sink` it reads through that process; with warehouse.url set it reads "
+                        "the ClickHouse server; otherwise it opens the embedded warehouse itself. Read-only. "
+                        "`spatialvid run --dashboard PORT` serves the same page from the pipeline process.")
+    da.add_argument("--port", type=int, help="port (default: dashboard.port, 8765; 0 picks a free one)")
+    da.add_argument("--host", help="interface (default: dashboard.host, 127.0.0.1)")
+    da.add_argument("--data-dir", help="where the embedded warehouse lives")
+    da.set_defaults(func=cmd_dashboard)
+
+    ex = sub.add_parser("export", help="export a selection to the released layout + Parquet (HQ by default)",
+                        description="Write videos/group_XXXX/{id}.mp4, annotations/group_XXXX/{id}/..., "
+                        "depths/group_XXXX/{id}.zip, metadata.csv (released column names), metadata.parquet and a "
+                        "checksummed manifest. Run it again to resume: finished files are skipped.")
+    ex.add_argument("out", help="output folder")
+    ex.add_argument("--table", help="any table/view with clip_id (default: <db>.hq_<hq.name>)")
+    ex.add_argument("--group-size", type=int, default=1000, help="clips per group_XXXX folder (default 1000)")
+    ex.add_argument("--no-videos", action="store_true", help="metadata and annotations only")
+    ex.add_argument("--no-parquet", action="store_true", help="skip metadata.parquet")
+    ex.add_argument("--verify", action="store_true", help="only check an existing export against its manifest")
+    ex.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    ex.add_argument("--data-dir", help="where the embedded warehouse lives")
+    ex.set_defaults(func=cmd_export)
+
+    mo = sub.add_parser("models", help="list the model backends and whether their files are here; fetch weights",
+                        description="Every model is a named backend in one registry. `spatialvid models` lists them "
+                        "with their version, device, license and, when a file is missing, how to get it. "
+                        "`spatialvid models fetch NAME` downloads the official files into the weights folder "
+                        "(scoring.weights_dir, default ~/.cache/spatialvid/models); it needs internet.")
+    mo.add_argument("action", nargs="?", choices=("list", "fetch"), default="list")
+    mo.add_argument("name", nargs="?", help="model name (for fetch)")
+    mo.add_argument("--task", help="only this task (aesthetic, ocr, ...)")
+    mo.add_argument("--weights-dir", help="weights folder (default: scoring.weights_dir)")
+    mo.add_argument("--json", action="store_true", help="print the list as JSON")
+    mo.add_argument("-q", "--quiet", action="store_true", help="no download progress bar")
+    mo.set_defaults(func=cmd_models)
 
     b = sub.add_parser("broker", help="run the embedded Kafka-protocol broker in the foreground")
     b.add_argument("--port", type=int, default=9092)

@@ -95,8 +95,12 @@ class RunResult:
     summary: dict[str, Any] = field(default_factory=dict)
 
 
-def run_pipeline(cfg: Config, inputs: Sequence[str], timeout_s: float | None = None, show_progress: bool = True) -> RunResult:
-    """Run produce -> split -> score -> sink until every input video is accounted for."""
+def run_pipeline(cfg: Config, inputs: Sequence[str], timeout_s: float | None = None, show_progress: bool = True,
+                 dashboard_port: int | None = None) -> RunResult:
+    """Run produce -> split -> score -> sink until every input video is accounted for.
+
+    ``dashboard_port``: also serve the live dashboard from this process (0: a free port).
+    """
     t0 = time.monotonic()
     log_dir = Path(cfg.data_dir) / "logs"
     with kafka_service(cfg):
@@ -105,6 +109,7 @@ def run_pipeline(cfg: Config, inputs: Sequence[str], timeout_s: float | None = N
         lock = threading.Lock()
         init_schema(client, cfg)
         server = QueryServer(client, cfg, lock).start() if not cfg.warehouse.url else None
+        dashboard = _start_dashboard(client, cfg, lock, dashboard_port) if dashboard_port is not None else None
         workers = [spawn_stage(cfg, s, log_dir) for s in PIPELINE_STAGES]
         sink = ClickHouseSink(cfg, client, lock)
         bars = {
@@ -159,8 +164,18 @@ def run_pipeline(cfg: Config, inputs: Sequence[str], timeout_s: float | None = N
             sink.close()
             if server:
                 server.stop()
+            if dashboard:
+                dashboard.stop()
             client.close()
     return RunResult(produced=produced["stats"], progress=progress, elapsed_s=time.monotonic() - t0, summary=summary)
+
+
+def _start_dashboard(client: Any, cfg: Config, lock: threading.Lock, port: int) -> Any:
+    from .dashboard import DashboardServer, embedded_query
+
+    dash = DashboardServer(embedded_query(client, lock), cfg, port=port).start()
+    print(f"dashboard on {dash.url}", file=sys.stderr, flush=True)
+    return dash
 
 
 def _advance(bar: tqdm, value: int) -> None:
@@ -183,7 +198,9 @@ def summarize(client: Any, cfg: Config, stats: ProduceStats) -> dict[str, Any]:
     filters = []
     for f in FILTERS:
         col = f"{f}_pass"
-        model = {"aesthetic": "aesthetic_model", "ocr": "ocr_model"}.get(f, "model_version")
+        # which model scored each filter (the names the pass_rates view uses)
+        model = {"aesthetic": "aesthetic_model", "ocr": "ocr_model", "luminance": "'luminance-bt709'",
+                 "motion": "'vmaf-motion'"}.get(f, "model_version")
         for passed, total, models in one(
             f"SELECT countIf({col}), count({col}), arrayStringConcat(groupUniqArray({model}), ', ') "
             "FROM {db}.clip_scores_latest WHERE video_id IN {{ids:Array(String)}}"
@@ -220,7 +237,8 @@ def format_summary(s: dict[str, Any], elapsed_s: float) -> str:
     ]
     for f in s["filters"]:
         rate = f["passed"] / f["total"] if f["total"] else 0.0
-        lines.append(f"  {f['filter']:<10} {f['passed']:>7} {f['total']:>6} {rate:>7.1%}  {f['model']}")
+        proxy = "  (offline proxy, not the paper's model)" if "proxy" in f["model"] else ""
+        lines.append(f"  {f['filter']:<10} {f['passed']:>7} {f['total']:>6} {rate:>7.1%}  {f['model']}{proxy}")
     not_run = [f for f in FILTERS if f not in {x['filter'] for x in s["filters"]}]
     if not_run:
         lines.append(f"  (not run in this configuration: {', '.join(not_run)})")

@@ -33,6 +33,10 @@ def count(client, sql: str) -> int:  # type: ignore[no-untyped-def]
 
 def test_videos_in_scored_clips_out(cfg: Config, warehouse, sample_videos: dict[str, Path], tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     db = cfg.warehouse.database
+    cfg.split.method = "fixed"  # this test checks the spine, with clip counts known in advance
+    # The spine with luminance + motion only: the model filters have their own tests
+    # (tests/test_score_models.py), and the samples' noise textures read as text to OCR.
+    cfg.scoring.aesthetic_backend = cfg.scoring.ocr_backend = "none"
     cfg.split.window_s = 3.5  # walk (7 s) -> 2 clips, dark (4 s) -> 1, static (4 s) -> 1
     workers = [spawn_stage(cfg, s, tmp_path) for s in ("split", "score")]
     try:
@@ -163,6 +167,7 @@ def test_bad_input_becomes_dead_letters_and_the_rest_flows(
     (bad / "corrupt.mp4").write_bytes(np.random.default_rng(0).bytes(40_000))
     (bad / "empty.mp4").write_bytes(b"")
     make_audio_only(bad / "no_video.m4a")
+    cfg.split.method = "fixed"  # the truncated video must reach the scorer (scene cutting would stop it earlier)
     full = write_faststart(tmp_path / "full.mp4").read_bytes()
     (bad / "truncated.mp4").write_bytes(full[: int(len(full) * 0.6)])
     workers = [spawn_stage(cfg, s, tmp_path) for s in ("split", "score")]
@@ -207,7 +212,9 @@ def test_bad_input_becomes_dead_letters_and_the_rest_flows(
 
 def test_cli_run_over_sample_videos(sample_videos: dict[str, Path], tmp_path: Path) -> None:
     """The user's command: embedded broker + warehouse, progress, a summary, then `sql`."""
-    env = {**os.environ, "SPATIALVID_SPLIT__WINDOW_S": "3.5"}
+    env = {**os.environ, "SPATIALVID_SPLIT__METHOD": "fixed", "SPATIALVID_SPLIT__WINDOW_S": "3.5",
+           # luminance + motion only, as in test_videos_in_scored_clips_out
+           "SPATIALVID_SCORING__AESTHETIC_BACKEND": "none", "SPATIALVID_SCORING__OCR_BACKEND": "none"}
     data = tmp_path / "data"
     folder = sample_videos["walk"].parent
     run = subprocess.run([sys.executable, "-m", "spatialvid.cli", "run", str(folder), "--data-dir", str(data),
