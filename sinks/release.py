@@ -54,6 +54,9 @@ __all__ = [
     "INDEXES",
     "DYN_MASKS",
     "INSTRUCTIONS",
+    "CAPTION",
+    "write_caption_json",
+    "read_caption_json",
     "ClipAnnotations",
     "ReleasePaths",
     "release_paths",
@@ -74,6 +77,7 @@ INTRINSICS = "intrinsics.npy"
 INDEXES = "indexes.txt"
 DYN_MASKS = "dyn_masks.npz"
 INSTRUCTIONS = "instructions.json"
+CAPTION = "caption.json"
 DEPTH_CHANNEL = "Z"
 
 
@@ -408,3 +412,17 @@ def read_clip_annotations(
         instructions=instructions,
         extrinsics=extrinsics,
     )
+
+
+def write_caption_json(annotation_dir: str | os.PathLike[str], caption: dict[str, Any]) -> str:
+    """Write a clip's released ``caption.json`` (atomically) into its annotation folder;
+    returns its URI. ``caption`` uses the released key names (see
+    ``spatialvid.processors.caption.export.caption_json``)."""
+    text = json.dumps(caption, ensure_ascii=False, indent=2)
+    return _write_atomic(_join(os.fspath(annotation_dir), CAPTION), text.encode("utf-8"))
+
+
+def read_caption_json(annotation_dir: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """A clip's ``caption.json``, or None when there is none."""
+    path = _join(os.fspath(annotation_dir), CAPTION)
+    return json.loads(_read(path).decode("utf-8")) if _exists(path) else None
