@@ -21,7 +21,7 @@ import numpy as np
 class SampleSpec:
     name: str
     seconds: float
-    speed_px: float  # camera speed over the texture, pixels per frame
+    speed_px: float  # camera speed over the texture, pixels per frame at 1280x720
     brightness: float  # multiplies the texture (1.0: mean luminance about 130)
     expect: str  # what the filters should say, for people reading the demo
 
@@ -34,11 +34,16 @@ SAMPLES: tuple[SampleSpec, ...] = (
 )
 
 
-def texture(height: int, width: int, seed: int) -> np.ndarray:
-    """A smooth colour texture with detail at several scales (uint8, HxWx3)."""
+def texture(height: int, width: int, seed: int, zoom: float = 1.0) -> np.ndarray:
+    """A smooth colour texture with detail at several scales (uint8, HxWx3).
+
+    ``zoom`` scales the detail with the frame, so a small sample looks like a large one
+    downscaled (fine detail at a small size would otherwise read as text to OCR).
+    """
     rng = np.random.default_rng(seed)
     acc = np.zeros((height, width, 3), np.float32)
     for scale, weight in ((64, 1.0), (16, 0.6), (4, 0.35)):
+        scale = max(1, round(scale * zoom))
         small = rng.random((height // scale + 2, width // scale + 2, 3), dtype=np.float32)
         acc += weight * cv2.resize(small, (width, height), interpolation=cv2.INTER_CUBIC)
     acc -= acc.min()
@@ -49,8 +54,9 @@ def texture(height: int, width: int, seed: int) -> np.ndarray:
 def write_sample(path: Path, spec: SampleSpec, width: int = 1280, height: int = 720, fps: int = 24, seed: int = 0) -> Path:
     """Render one sample video to ``path`` (atomically)."""
     n = int(round(spec.seconds * fps))
+    zoom = width / 1280  # detail and speed are defined at 1280x720
     # Pans wrap around a texture twice the frame width, so any length fits in memory.
-    world = texture(height, 2 * width, seed)
+    world = texture(height, 2 * width, seed, zoom)
     world = np.concatenate([world, world[:, :width]], axis=1)
     tmp = path.with_name(f".{path.name}.part-{os.getpid()}")
     with av.open(str(tmp), "w", format="mp4") as out:
@@ -58,7 +64,7 @@ def write_sample(path: Path, spec: SampleSpec, width: int = 1280, height: int = 
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         stream.options = {"preset": "veryfast", "crf": "20"}
         for i in range(n):
-            x = (spec.speed_px * i) % (2 * width)
+            x = (spec.speed_px * zoom * i) % (2 * width)
             m = np.float32([[1, 0, -x], [0, 1, 0]])
             frame = cv2.warpAffine(world, m, (width, height), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_WRAP)
             if spec.brightness != 1.0:

@@ -34,9 +34,6 @@ def count(client, sql: str) -> int:  # type: ignore[no-untyped-def]
 def test_videos_in_scored_clips_out(cfg: Config, warehouse, sample_videos: dict[str, Path], tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     db = cfg.warehouse.database
     cfg.split.method = "fixed"  # this test checks the spine, with clip counts known in advance
-    # The spine with luminance + motion only: the model filters have their own tests
-    # (tests/test_score_models.py), and the samples' noise textures read as text to OCR.
-    cfg.scoring.aesthetic_backend = cfg.scoring.ocr_backend = "none"
     cfg.split.window_s = 3.5  # walk (7 s) -> 2 clips, dark (4 s) -> 1, static (4 s) -> 1
     workers = [spawn_stage(cfg, s, tmp_path) for s in ("split", "score")]
     try:
@@ -53,13 +50,18 @@ def test_videos_in_scored_clips_out(cfg: Config, warehouse, sample_videos: dict[
     assert count(warehouse, f"SELECT count() FROM {db}.videos") == 3
     assert count(warehouse, f"SELECT count() FROM {db}.clips") == 4
     rows = warehouse.query(
-        f"SELECT v.title, s.luminance_pass, s.motion_pass, s.passed, s.luminance_mean, s.motion, s.reject_reasons "
+        f"SELECT v.title, s.luminance_pass, s.motion_pass, s.passed, s.aesthetic_pass, s.ocr_pass, s.reject_reasons, "
+        f"s.aesthetic_model, s.ocr_model, s.aesthetic "
         f"FROM {db}.clip_scores AS s JOIN {db}.videos AS v USING video_id ORDER BY s.clip_id").result_rows
     assert len(rows) == 4, "one score row per clip"
     verdicts = {}
-    for title, lum_ok, mot_ok, ok, lum, motion, why in rows:
+    for title, lum_ok, mot_ok, ok, aes_ok, ocr_ok, why, aes_model, ocr_model, laion in rows:
         verdicts.setdefault(title, set()).add((lum_ok, mot_ok, ok))
-        assert ok == (lum_ok and mot_ok), f"{title}: passed must be the AND of the filters"
+        # All four filters ran, with the offline backends: the proxy is named as such and
+        # never fills the LAION score column.
+        assert aes_model == "brisque-proxy" and laion is None and ocr_model.startswith("rapidocr"), rows
+        assert ocr_ok, f"{title}: the samples carry no text: {why}"
+        assert ok == (lum_ok and mot_ok and aes_ok and ocr_ok), f"{title}: passed must be the AND of the filters"
         assert bool(why) != ok, f"{title}: a rejection must carry its reason ({why})"
     assert verdicts["walk"] == {(True, True, True)}, f"walk should pass luminance and motion: {rows}"
     # Dark footage also has little contrast, so its VMAF motion is low too: only luminance is asserted.
@@ -67,7 +69,7 @@ def test_videos_in_scored_clips_out(cfg: Config, warehouse, sample_videos: dict[
     assert verdicts["static"] == {(True, False, False)}, f"static should fail motion only: {rows}"
     # The materialized view counted every verdict once.
     rates = dict(warehouse.query(f"SELECT filter, total FROM {db}.pass_rates").result_rows)
-    assert rates == {"luminance": 4, "motion": 4, "all": 4}
+    assert rates == {"aesthetic": 4, "luminance": 4, "motion": 4, "ocr": 4, "all": 4}
 
 
 def clips_of(video: Path, n: int, seconds: float = 3.0) -> list[ClipRecord]:
@@ -212,9 +214,7 @@ def test_bad_input_becomes_dead_letters_and_the_rest_flows(
 
 def test_cli_run_over_sample_videos(sample_videos: dict[str, Path], tmp_path: Path) -> None:
     """The user's command: embedded broker + warehouse, progress, a summary, then `sql`."""
-    env = {**os.environ, "SPATIALVID_SPLIT__METHOD": "fixed", "SPATIALVID_SPLIT__WINDOW_S": "3.5",
-           # luminance + motion only, as in test_videos_in_scored_clips_out
-           "SPATIALVID_SCORING__AESTHETIC_BACKEND": "none", "SPATIALVID_SCORING__OCR_BACKEND": "none"}
+    env = {**os.environ, "SPATIALVID_SPLIT__METHOD": "fixed", "SPATIALVID_SPLIT__WINDOW_S": "3.5"}
     data = tmp_path / "data"
     folder = sample_videos["walk"].parent
     run = subprocess.run([sys.executable, "-m", "spatialvid.cli", "run", str(folder), "--data-dir", str(data),
@@ -223,7 +223,9 @@ def test_cli_run_over_sample_videos(sample_videos: dict[str, Path], tmp_path: Pa
     summary = json.loads(run.stdout)
     assert summary["videos"] == 3 and summary["clips"] == 4 and summary["scored"] == 4
     assert summary["passed_all"] == 2, summary  # the two walk clips
-    assert {f["filter"]: f["passed"] for f in summary["filters"]} == {"luminance": 3, "motion": 2}  # dark fails both
+    passed = {f["filter"]: f["passed"] for f in summary["filters"]}
+    assert set(passed) == {"aesthetic", "luminance", "motion", "ocr"}, summary  # all four filters ran
+    assert (passed["luminance"], passed["motion"], passed["ocr"]) == (3, 2, 4), summary  # dark fails both
     q = subprocess.run([sys.executable, "-m", "spatialvid.cli", "sql", "--data-dir", str(data), "--format", "json",
                         "SELECT count() AS n FROM spatialvid.clip_scores WHERE passed = {p:Bool}", "--param", "p=true"],
                        env=env, capture_output=True, text=True, timeout=120)
