@@ -17,16 +17,20 @@ values) and saves them in the official formats first. ``--backend offline`` uses
 BRISQUE proxy. Both use the rapidocr detector unless ``--no-ocr``.
 
     python bench/bench_models.py --backend offline --clips 8 --workers 2      # this CPU machine
-    python bench/bench_models.py --backend laion --clips 64 --workers 16 --batch 32   # GPU machine
+    python bench/bench_models.py --backend laion --clips 48 --seconds 4 --workers 16 --batch 48 --ocr-threads 4 \
+        --processes   # GPU machine (16 cores); without --processes: decode threads
 """
 
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import os
+import sys
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable
 
@@ -54,6 +58,11 @@ def make_clips(folder: Path, n: int, seconds: float, w: int, h: int, fps: float 
                                 frame_start=start, frame_end=start + per, timestamp_start=start / fps,
                                 timestamp_end=(start + per) / fps, fps=fps, width=w, height=h, method="bench"))
     return clips
+
+
+def decode_clip(clip: ClipRecord, threads: int = 0) -> int:
+    """Decode-only: iterate the clip's frames (and motion's context frame each side)."""
+    return sum(1 for _ in iter_frames(clip.uri, max(0, clip.frame_start - 1), clip.frame_end + 1, threads=threads))
 
 
 def write_random_laion(folder: Path) -> None:
@@ -93,7 +102,13 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=8, help="clips per micro-batch (runtime.batch_size)")
     ap.add_argument("--ocr-threads", type=int, default=2)
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--processes", action="store_true",
+                    help="decode in worker processes (scoring.decode_processes), baseline measured both ways")
+    ap.add_argument("--switch-interval", type=float, default=0.0,
+                    help="sys.setswitchinterval for this run (0: Python's default 5 ms); probes GIL contention")
     args = ap.parse_args()
+    if args.switch_interval > 0:
+        sys.setswitchinterval(args.switch_interval)
     w, h = map(int, args.size.split("x"))
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -105,6 +120,7 @@ def main() -> None:
         sc = cfg.scoring
         sc.decode_workers, sc.ocr_threads, sc.device, sc.weights_dir = args.workers, args.ocr_threads, args.device, tmp
         sc.ocr_backend = "none" if args.no_ocr else sc.ocr_backend
+        sc.decode_processes = args.processes
         if args.backend == "laion":
             t0 = time.perf_counter()
             write_random_laion(Path(tmp))
@@ -115,31 +131,37 @@ def main() -> None:
         stage = ScoreStage(cfg)
         t0 = time.perf_counter()
         stage.setup()
-        print(f"stage set up in {time.perf_counter() - t0:.1f}s: {stage.model_id} "
-              f"(aesthetic on {getattr(stage.aesthetic, 'device', '-')})")
+        print(f"stage set up in {time.perf_counter() - t0:.1f}s: {stage.model_id} {stage.model_version} "
+              f"(aesthetic on {getattr(stage.aesthetic, 'device', '-')}, OCR on {getattr(stage.ocr, 'device', '-')})")
 
         # warm-up: first CUDA kernels, onnxruntime's first run, page cache of the files
         stage.process_batch(clips[: min(2, len(clips))])
 
-        def decode(clip: ClipRecord) -> int:
-            return sum(1 for _ in iter_frames(clip.uri, max(0, clip.frame_start - 1), clip.frame_end + 1,
-                                              threads=sc.decode_threads))
-
+        decode = partial(decode_clip, threads=sc.decode_threads)
         with ThreadPoolExecutor(args.workers) as pool:
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             frames = sum(pool.map(decode, clips))
-            decode_s = time.perf_counter() - t0
+            decode_s, decode_cpu = time.perf_counter() - t0, time.process_time() - c0
+        if args.processes:  # the same decode-only work in worker processes: the fairer baseline here
+            with ProcessPoolExecutor(args.workers, mp_context=multiprocessing.get_context("spawn")) as ppool:
+                list(ppool.map(decode, clips[: args.workers]))  # start the workers
+                t0 = time.perf_counter()
+                assert sum(ppool.map(decode, clips)) == frames
+                decode_p = time.perf_counter() - t0
+            print(f"decode-only in threads: {decode_s:.2f}s, {len(clips) / decode_s:.2f} clips/s; in processes: "
+                  f"{decode_p:.2f}s, {len(clips) / decode_p:.2f} clips/s (the baseline below is the faster)")
+            decode_s = min(decode_s, decode_p)
 
         acc: dict[str, float] = {}
-        timed(stage, "prepare", acc, "decode+motion+prepare (pool threads, summed)")
+        timed(stage, "prepare", acc, "decode+motion+prepare (pool threads, summed)")  # not seen in processes
         for name, scorer in (("aesthetic", stage.aesthetic), ("ocr", stage.ocr)):
             if scorer is not None:
-                timed(scorer, "score", acc, f"{name} model calls (stage thread)")
-        t0 = time.perf_counter()
+                timed(scorer, "score", acc, f"{name} model calls (model thread)")
+        t0, c0 = time.perf_counter(), time.process_time()
         rows = []
         for i in range(0, len(clips), args.batch):
             rows += stage.process_batch(clips[i:i + args.batch])
-        score_s = time.perf_counter() - t0
+        score_s, score_cpu = time.perf_counter() - t0, time.process_time() - c0
         bad = [r for r in rows if isinstance(r, BaseException)]
         assert not bad, bad[:2]
 
@@ -147,6 +169,10 @@ def main() -> None:
         ratio = s_rate / d_rate
         print(f"decode-only: {decode_s:.2f}s, {d_rate:.2f} clips/s ({frames / decode_s:.0f} frames/s)")
         print(f"score stage: {score_s:.2f}s, {s_rate:.2f} clips/s")
+        cores = os.cpu_count() or 1
+        print(f"CPU time: decode-only {decode_cpu:.1f}s ({decode_cpu / decode_s / cores:.0%} of {cores} cores), "
+              f"score stage {score_cpu:.1f}s ({score_cpu / score_s / cores:.0%}); "
+              f"{1e3 * decode_cpu / len(clips):.0f} vs {1e3 * score_cpu / len(clips):.0f} CPU-ms per clip")
         print(f"ratio score/decode throughput: {ratio:.2f} (target >= 0.8: {'met' if ratio >= 0.8 else 'NOT met'})")
         print("where the stage's time goes:")
         for k, v in acc.items():

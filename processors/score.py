@@ -8,21 +8,28 @@ in ``processors/scorers``; the model backends come from the registry
 corrupt weights stop the worker at start-up with what to do.
 
 Batching and overlap: the clips of a micro-batch are decoded on a thread pool
-(``scoring.decode_workers``); each worker also does the per-frame CPU preparation of
-the model inputs (CLIP's resize/crop, BRISQUE's features, the detector's resize).
-Whenever clips finish decoding, the stage thread runs the models on the frames of every
-clip that is ready, in batches of up to ``scoring.model_batch`` frames, while the pool
-goes on decoding the others. A frame's score does not depend on which batch it is in.
+(``scoring.decode_workers``), or in worker processes with ``scoring.decode_processes``
+(no GIL contention between decoders; bench/bench_models.py measured 1.8x on 16 cores);
+each worker also does the per-frame CPU preparation of the model inputs (CLIP's
+resize/crop, BRISQUE's features, the detector's resize). On CUDA the OCR detector runs
+on torch (``scorers/ocr.py``) and the GPU models pad their batches to a few fixed
+shapes, run once in :meth:`ScoreStage.setup`.
+Whenever clips finish decoding and no model call is in flight, one model thread runs the
+models on the frames of every clip that became ready, in batches of up to
+``scoring.model_batch`` frames, while the pool goes on decoding the others (decoding,
+GPU inference and the OCR detector's post-processing overlap). A frame's score does not
+depend on which batch it is in; rows are returned in the order of the clips.
 """
 
 from __future__ import annotations
 
+import logging
+import multiprocessing
 import queue
 import threading
-import logging
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import av
 import cv2
@@ -90,6 +97,28 @@ def measure_clip(clip: ClipRecord, width: int = 640, height: int = 360, threads:
     return ClipMeasures(num_frames=int(per_frame.size), sampled_rgb=sampled, motion=float(per_frame.mean()))
 
 
+def prepare_clip(clip: ClipRecord, width: int, height: int, threads: int,
+                 aesthetic_prepare: Callable[[np.ndarray], Any] | None,
+                 ocr_prepare: Callable[[np.ndarray], Any] | None) -> "PreparedClip":
+    """Decode one clip and prepare its model inputs (a decode thread's or process's work)."""
+    m = measure_clip(clip, width, height, threads)
+    return PreparedClip(m, [aesthetic_prepare(f) for f in m.sampled_rgb] if aesthetic_prepare else [],
+                        [ocr_prepare(f) for f in m.sampled_rgb] if ocr_prepare else [])
+
+
+def _preparer(scorer: Any) -> Callable[[np.ndarray], Any] | None:
+    """A scorer's input preparation as something a worker process can receive."""
+    if scorer is None:
+        return None
+    return scorer.preparer() if hasattr(scorer, "preparer") else scorer.prepare
+
+
+def _init_decode_process(*preparers: Any) -> None:
+    """Worker start: one OpenCV thread; ``preparers`` arrive unpickled, so their imports
+    (torch, rapidocr) happen here rather than on a worker's first clip."""
+    cv2.setNumThreads(1)
+
+
 def resolve_aesthetic_backend(name: str, weights_dir: str) -> str:
     """``auto`` -> the paper's LAION model when it is ready here, else the labelled proxy."""
     if name != "auto":
@@ -144,39 +173,79 @@ class ScoreStage(Stage[ClipRecord]):
         self.model_version = "+".join(p[1] for p in parts)
         # The decoder threads already use the cores; OpenCV's own pool only adds contention.
         cv2.setNumThreads(1)
-        # Decoding releases the GIL: several clips in flight keep the cores busy.
-        self._pool = ThreadPoolExecutor(max_workers=max(1, self.cfg.scoring.decode_workers),
-                                        thread_name_prefix="score")
+        sc = self.cfg.scoring
+        # Decoding releases the GIL: several clips in flight keep the cores busy. With
+        # many decoders the per-frame Python (motion, queues) contends for the GIL; worker
+        # processes avoid that (spawned: the parent may hold a CUDA context). They get the
+        # scorers' input preparation as small picklable functions, never the models.
+        self._preparers: tuple[Any, Any] | None = None
+        self._pool: Executor
+        if sc.decode_processes:
+            self._preparers = (_preparer(self.aesthetic), _preparer(self.ocr))
+            self._pool = ProcessPoolExecutor(max_workers=max(1, sc.decode_workers),
+                                             mp_context=multiprocessing.get_context("spawn"),
+                                             initializer=_init_decode_process, initargs=self._preparers)
+            # start every worker now (spawn, imports), not while the first clips wait
+            wait([self._pool.submit(_init_decode_process) for _ in range(max(1, sc.decode_workers))])
+        else:
+            self._pool = ThreadPoolExecutor(max_workers=max(1, sc.decode_workers), thread_name_prefix="score")
+        # Plan the GPU models' batch shapes now (a no-op on CPU), not on the first clips.
+        blank = np.zeros((self.cfg.scoring.sample_height, self.cfg.scoring.sample_width, 3), np.uint8)
+        for scorer in (self.aesthetic, self.ocr):
+            if scorer is not None and hasattr(scorer, "warmup"):
+                scorer.warmup(scorer.prepare(blank))
+        # One model thread: GPU calls (and the detector's post-processing) overlap decoding.
+        self._models = ThreadPoolExecutor(max_workers=1, thread_name_prefix="score-models")
 
     def teardown(self) -> None:
         self._pool.shutdown()
+        self._models.shutdown()
 
     def prepare(self, clip: ClipRecord) -> PreparedClip:
         """Decode one clip and prepare its model inputs (runs on a pool thread)."""
         sc = self.cfg.scoring
-        m = measure_clip(clip, sc.sample_width, sc.sample_height, sc.decode_threads)
-        return PreparedClip(m, [self.aesthetic.prepare(f) for f in m.sampled_rgb] if self.aesthetic else [],
-                            [self.ocr.prepare(f) for f in m.sampled_rgb] if self.ocr else [])
+        return prepare_clip(clip, sc.sample_width, sc.sample_height, sc.decode_threads,
+                            self.aesthetic.prepare if self.aesthetic else None, self.ocr.prepare if self.ocr else None)
+
+    def _submit(self, clip: ClipRecord) -> Future[PreparedClip]:
+        if self._preparers is None:
+            return self._pool.submit(self.prepare, clip)
+        sc = self.cfg.scoring
+        return self._pool.submit(prepare_clip, clip, sc.sample_width, sc.sample_height, sc.decode_threads,
+                                 *self._preparers)
 
     def process_batch(self, items: Sequence[ClipRecord]) -> list[Result]:
-        futures: dict[Future[PreparedClip], int] = {self._pool.submit(self.prepare, c): i for i, c in enumerate(items)}
+        futures: dict[Future[PreparedClip], int] = {self._submit(c): i for i, c in enumerate(items)}
         results: list[Result | None] = [None] * len(items)
+        pending: list[tuple[int, PreparedClip]] = []  # decoded, waiting for the models
+        running: Future[list[ScoreRecord]] | None = None  # the model call in flight
+        in_flight: list[int] = []  # its clips' indices
         try:
-            while futures:
-                done, _ = wait(futures, return_when=FIRST_COMPLETED)
-                ready: list[tuple[int, PreparedClip]] = []
+            while futures or pending or running is not None:
+                waiting = set(futures) | ({running} if running is not None else set())
+                done, _ = wait(waiting, return_when=FIRST_COMPLETED)
                 for fut in done:
+                    if fut is running:  # a model call finished: its clips' rows
+                        for i, rec in zip(in_flight, fut.result()):
+                            results[i] = [rec]
+                        running, in_flight = None, []
+                        continue
                     i = futures.pop(fut)
                     try:
-                        ready.append((i, fut.result()))
+                        pending.append((i, fut.result()))
                     except (VideoError, ValueError, OSError) as exc:  # bad input: a dead letter, not a retry
                         results[i] = exc
-                # Every clip that is ready goes through the models together.
-                for i, rec in zip([i for i, _ in ready], self.score_prepared(items, ready)):
-                    results[i] = [rec]
+                # Pipelined: the models run on their own thread, on every clip that became
+                # ready since the last call, while the pool goes on decoding the others.
+                if running is None and pending:
+                    in_flight = [i for i, _ in pending]
+                    running = self._models.submit(self.score_prepared, items, pending)
+                    pending = []
         finally:
             for fut in futures:
                 fut.cancel()
+            if running is not None:  # never leave a model call running past the batch
+                wait([running])
         return results  # type: ignore[return-value]  (every slot is filled once the loop ends)
 
     def _run(self, scorer: Any, inputs: list[list[Any]]) -> list[float]:

@@ -79,3 +79,17 @@ def test_batched_detection_equals_one_frame_at_a_time(ocr, real_frames) -> None:
     frames = [render_text(f, n, 1.5)[0] for f in real_frames for n in (1, 3)] + real_frames
     prepared = [ocr.prepare(f) for f in frames]
     assert ocr.score(prepared) == pytest.approx(np.array([ocr.score([p])[0] for p in prepared]), abs=1e-9)
+
+
+def test_torch_detector_gives_the_onnxruntime_ratios(ocr, real_frames) -> None:
+    """The GPU path (the ONNX graph run by torch) against onnxruntime, here on the CPU in float32."""
+    pytest.importorskip("torch", reason="the torch detector (the CUDA path) needs torch")
+    pytest.importorskip("onnx", reason="the torch detector reads the ONNX graph with the onnx package")
+    torch_ocr = get_model("rapidocr-ppocrv6-det", device="torch-cpu", batch_size=2)
+    assert type(torch_ocr).__name__ == "TorchOcrDetector" and torch_ocr.version.endswith("-torch-cpu")
+    frames = [render_text(real_frames[0], 3, 1.5)[0], render_text(real_frames[1], 5, 1.6)[0], real_frames[2]]
+    prepared = [ocr.prepare(f) for f in frames]
+    reference = ocr.score(prepared)
+    assert reference[0] > 0.1 and reference[1] > 0.3 and reference[2] < 0.01, reference  # text, more text, none
+    # batch_size=2 splits the three frames over two forward passes
+    assert torch_ocr.score(prepared) == pytest.approx(reference, abs=1e-4)

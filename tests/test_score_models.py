@@ -100,3 +100,24 @@ def test_a_filter_can_be_switched_off(sample_videos, tmp_path: Path) -> None:
     stage.teardown()
     assert (row.aesthetic, row.aesthetic_proxy, row.aesthetic_pass, row.ocr_ratio, row.ocr_pass) == (None,) * 5
     assert row.model_id == "luminance+vmaf-motion"
+
+
+def test_decoding_in_worker_processes_gives_the_same_rows(sample_videos, tmp_path: Path) -> None:
+    """scoring.decode_processes: the same rows, in the same order, as decoding on threads."""
+    write_official_checkpoints(tmp_path)
+    clips = clips_of(sample_videos)[:3]
+    threads = stage_with(Config(), "laion-aesthetic-vit-l14", tmp_path)
+    expected = [r[0] for r in threads.process_batch(clips)]
+    threads.teardown()
+    cfg = Config()
+    cfg.scoring.decode_processes = True
+    procs = stage_with(cfg, "laion-aesthetic-vit-l14", tmp_path)
+    got = [r[0] for r in procs.process_batch(clips)]
+    procs.teardown()
+    assert [r.clip_id for r in got] == [c.clip_id for c in clips]
+    for a, b in zip(got, expected):
+        da, db = a.model_dump(exclude={"scored_at"}), b.model_dump(exclude={"scored_at"})
+        assert da.keys() == db.keys()
+        for k in da:  # model batches are composed differently: floats within the batch tolerance
+            want = pytest.approx(db[k], rel=1e-5, abs=1e-6) if isinstance(db[k], float) else db[k]
+            assert da[k] == want, (a.clip_id, k)

@@ -25,8 +25,9 @@ the normalisation and the MLP run in float32 everywhere.
 from __future__ import annotations
 
 from collections import OrderedDict
+from functools import partial
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -217,16 +218,35 @@ class LaionAesthetic:
     def prepare(self, rgb: np.ndarray) -> np.ndarray:
         return clip_preprocess(rgb, self.resolution)
 
+    def preparer(self) -> Callable[[np.ndarray], np.ndarray]:
+        """:meth:`prepare` as a small picklable function (for decode worker processes)."""
+        return partial(clip_preprocess, size=self.resolution)
+
     @torch.inference_mode()
     def embed(self, prepared: Sequence[np.ndarray]) -> torch.Tensor:
         """L2-normalised image embeddings, float32, one row per prepared frame."""
+        from .ocr import bucket
+
         out = []
         for i in range(0, len(prepared), self.batch_size):
             x = torch.from_numpy(np.stack(prepared[i:i + self.batch_size]))
+            n = len(x)
             if self.device.startswith("cuda"):
                 x = x.pin_memory().to(self.device, non_blocking=True)
-            out.append(F.normalize(self.vit(x.to(self.dtype)).float(), p=2, dim=-1))
+                # a few fixed shapes (powers of two), planned once by warmup(): no
+                # per-shape kernel selection mid-stream; rows do not affect each other
+                if (b := bucket(n, self.batch_size)) > n:
+                    x = torch.cat([x, x.new_zeros((b - n, *x.shape[1:]))])
+            out.append(F.normalize(self.vit(x.to(self.dtype))[:n].float(), p=2, dim=-1))
         return torch.cat(out)
+
+    def warmup(self, example: np.ndarray) -> None:
+        """Run every padded batch shape once (CUDA only), so the stream never waits on it."""
+        from .ocr import bucket_sizes
+
+        if self.device.startswith("cuda"):
+            for b in bucket_sizes(self.batch_size):
+                self.score([example] * b)
 
     @torch.inference_mode()
     def score(self, prepared: Sequence[np.ndarray]) -> np.ndarray:

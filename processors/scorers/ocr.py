@@ -17,12 +17,19 @@ size follows PaddleOCR's defaults (longest side capped at 960, both sides rounde
 multiples of 32), so a 640x360 frame is scored at 640x352 rather than upscaled as
 rapidocr's own default (shortest side 736) would. Frames of one size are detected in
 one onnxruntime call (a batch), then post-processed one by one.
+
+On CUDA (``scoring.device`` auto with a GPU, or cuda) the same ONNX file runs on torch
+instead (:class:`TorchOcrDetector`: a small interpreter of the graph's operators on its
+own weights, batched, fp16), since onnxruntime's wheel is CPU-only; pre- and
+post-processing stay rapidocr's. Needs the ``onnx`` package to read the graph.
 """
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -40,11 +47,27 @@ def text_area_ratio(boxes: Sequence[np.ndarray], height: int, width: int) -> flo
     return sum(polygon_area(b) for b in boxes) / float(height * width)
 
 
+def bucket(n: int, cap: int) -> int:
+    """The padded batch size for ``n`` frames: the next power of two, at most ``cap``."""
+    return min(max(cap, n), 1 << max(0, n - 1).bit_length())
+
+
+def bucket_sizes(cap: int) -> list[int]:
+    """Every size :func:`bucket` returns for batches of 1..``cap`` frames."""
+    return sorted({bucket(n, cap) for n in range(1, cap + 1)})
+
+
 def ocr_passes(ratio: float, hi: float = 0.3) -> tuple[bool, str]:
     """Keep when the text-area ratio <= ``hi``; otherwise the reason."""
     if ratio > hi:
         return False, f"text covers {ratio:.1%} of a frame > {hi:.0%}"
     return True, ""
+
+
+def detector_input(preprocess: Callable[[np.ndarray], np.ndarray],
+                   rgb: np.ndarray) -> tuple[tuple[int, int], np.ndarray]:
+    """(frame size, rapidocr's detector input) for one RGB frame (PaddleOCR models take BGR)."""
+    return rgb.shape[:2], preprocess(np.ascontiguousarray(rgb[..., ::-1]))
 
 
 class RapidOcrDetector:
@@ -71,7 +94,11 @@ class RapidOcrDetector:
 
     def prepare(self, rgb: np.ndarray) -> tuple[tuple[int, int], np.ndarray]:
         """The detector's input for one RGB frame (PaddleOCR models take BGR)."""
-        return rgb.shape[:2], self.preprocess(np.ascontiguousarray(rgb[..., ::-1]))
+        return detector_input(self.preprocess, rgb)
+
+    def preparer(self) -> Callable[[np.ndarray], tuple[tuple[int, int], np.ndarray]]:
+        """:meth:`prepare` as a small picklable function (for decode worker processes)."""
+        return partial(detector_input, self.preprocess)
 
     def boxes(self, prepared: Sequence[tuple[tuple[int, int], np.ndarray]]) -> list[np.ndarray]:
         """Text polygons per prepared frame, in that frame's pixel coordinates."""
@@ -95,8 +122,221 @@ class RapidOcrDetector:
         return ocr_passes(value, filters.ocr_max)
 
 
-def build_rapidocr(files: dict[str, Path], version: str = "", threads: int = 2, **_: Any) -> RapidOcrDetector:
-    """Registry builder for ``rapidocr-ppocrv6-det``."""
+# -- the same detector graph on torch (CUDA) -------------------------------------------
+def _attrs(node: Any) -> dict[str, Any]:
+    import onnx
+
+    return {a.name: (v.decode() if isinstance(v := onnx.helper.get_attribute_value(a), bytes) else v)
+            for a in node.attribute}
+
+
+def _same_upper(x: Any, kernel: Sequence[int], strides: Sequence[int], value: float = 0.0) -> Any:
+    """ONNX ``auto_pad=SAME_UPPER`` (output = ceil(in / stride), the odd pixel at the end)."""
+    import torch.nn.functional as F
+
+    pads = []
+    for size, k, s in zip(reversed(x.shape[2:]), reversed(kernel), reversed(strides)):
+        total = max(0, (-(-size // s) - 1) * s + k - size)
+        pads += [total // 2, total - total // 2]
+    return F.pad(x, pads, value=value)
+
+
+def load_torch_detector(model_path: str | Path) -> Any:
+    """The PP-OCR detector's ONNX graph as a torch module, executed node by node.
+
+    A small interpreter of the 15 operator types this graph uses (opset 11; batch norms
+    are already folded into the convolutions): Conv, ConvTranspose, Add, Mul, Div, Erf
+    (GELU), HardSigmoid, ReduceMean, GlobalAveragePool, MaxPool, nearest Resize with
+    constant integer scales, Concat, Relu, Sigmoid, Identity. The weights are the ONNX file's
+    initializers, so it computes what onnxruntime computes (tests compare the two); an
+    operator outside this list fails at load time with its name, not mid-stream.
+    """
+    import onnx
+    import torch
+    import torch.nn.functional as F
+    from onnx import numpy_helper
+    from torch import nn
+
+    proto = onnx.load(str(model_path))
+    graph = proto.graph
+    known = {"Conv", "ConvTranspose", "Add", "Mul", "Div", "Erf", "HardSigmoid", "ReduceMean",
+             "GlobalAveragePool", "MaxPool", "Resize", "Concat", "Relu", "Sigmoid", "Identity"}
+    unknown = sorted({n.op_type for n in graph.node} - known)
+    if unknown:
+        raise ValueError(f"{model_path}: ONNX operators {unknown} are not supported by the torch detector; "
+                         "use the onnxruntime path (scoring.device = 'cpu')")
+
+    class Graph(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.consts: dict[str, np.ndarray] = {}
+            self.names: dict[str, str] = {}
+            self.scalars: dict[str, float] = {}  # 0-d constants stay Python floats: no copy per call
+            for k, init in enumerate(graph.initializer):
+                arr = numpy_helper.to_array(init)
+                self.consts[init.name] = arr
+                if arr.dtype.kind == "f" and arr.ndim == 0:
+                    self.scalars[init.name] = float(arr)
+                elif arr.dtype.kind == "f" and arr.size > 0:  # weights live on the device
+                    self.names[init.name] = f"w{k}"
+                    self.register_buffer(f"w{k}", torch.from_numpy(arr.copy()))
+            self.nodes = [(n.op_type, list(n.input), list(n.output), _attrs(n)) for n in graph.node]
+            self.input_name, self.output_name = graph.input[0].name, graph.output[0].name
+
+        def value(self, env: dict[str, Any], name: str, like: Any) -> Any:
+            if name in env:
+                return env[name]
+            if name in self.names:
+                return getattr(self, self.names[name]).to(like.dtype)
+            return self.scalars.get(name)  # None for the rest (Resize's empty roi, read from consts)
+
+        def forward(self, x: Any) -> Any:
+            env: dict[str, Any] = {self.input_name: x}
+            for op, ins, outs, a in self.nodes:
+                v = [self.value(env, n, x) if n else None for n in ins]
+                if op == "Conv" or op == "ConvTranspose":
+                    stride, dil, groups = a.get("strides", [1, 1]), a.get("dilations", [1, 1]), a.get("group", 1)
+                    inp, pad = v[0], a.get("pads", [0, 0, 0, 0])
+                    if a.get("auto_pad", "NOTSET") == "SAME_UPPER":
+                        inp, pad = _same_upper(inp, a["kernel_shape"], stride), [0, 0, 0, 0]
+                    if pad[0] != pad[2] or pad[1] != pad[3]:
+                        raise ValueError(f"asymmetric pads {pad} in {op}")
+                    conv = F.conv2d if op == "Conv" else F.conv_transpose2d
+                    y = conv(inp, v[1], v[2] if len(v) > 2 else None, stride=stride, padding=pad[:2],
+                             dilation=dil, groups=groups)
+                elif op == "Add":
+                    y = v[0] + v[1]
+                elif op == "Mul":
+                    y = v[0] * v[1]
+                elif op == "Div":
+                    y = v[0] / v[1]
+                elif op == "Erf":
+                    y = torch.erf(v[0])
+                elif op == "HardSigmoid":
+                    y = torch.clamp(a.get("alpha", 0.2) * v[0] + a.get("beta", 0.5), 0.0, 1.0)
+                elif op == "ReduceMean":
+                    y = v[0].mean(dim=a["axes"], keepdim=bool(a.get("keepdims", 1)))
+                elif op == "GlobalAveragePool":
+                    y = v[0].mean(dim=(2, 3), keepdim=True)
+                elif op == "MaxPool":
+                    inp = v[0]
+                    if a.get("auto_pad", "NOTSET") == "SAME_UPPER":
+                        inp = _same_upper(inp, a["kernel_shape"], a["strides"], float("-inf"))
+                    elif any(a.get("pads", [0])):
+                        raise ValueError("explicit MaxPool pads are not supported")
+                    y = F.max_pool2d(inp, a["kernel_shape"], a["strides"], ceil_mode=bool(a.get("ceil_mode", 0)))
+                elif op == "Resize":
+                    if a.get("mode") != "nearest" or a.get("coordinate_transformation_mode") != "asymmetric":
+                        raise ValueError(f"Resize {a} is not supported")
+                    scales = [float(s) for s in self.consts[ins[2]]]
+                    if scales[:2] != [1.0, 1.0] or any(s != int(s) for s in scales[2:]):
+                        raise ValueError(f"Resize scales {scales} are not integer spatial scales")
+                    # nearest/asymmetric/floor with an integer scale repeats each pixel: exact
+                    y = F.interpolate(v[0], scale_factor=scales[2:], mode="nearest")
+                elif op == "Concat":
+                    y = torch.cat(v, dim=a["axis"])
+                elif op == "Relu":
+                    y = torch.relu(v[0])
+                elif op == "Sigmoid":
+                    y = torch.sigmoid(v[0])
+                else:  # Identity
+                    y = v[0]
+                env[outs[0]] = y
+            return env[self.output_name]
+
+    return Graph().eval()
+
+
+class TorchOcrDetector(RapidOcrDetector):
+    """The same PP-OCR detector on torch: CUDA, batched, half precision by default.
+
+    Pre- and post-processing are rapidocr's (the same resize/normalise, DB threshold,
+    box scoring and unclip as the onnxruntime path); only the network runs in torch,
+    on the ONNX file's own weights (:func:`load_torch_detector`). On CUDA in fp16 the
+    probability map differs from onnxruntime's by ~1e-3, which can move a box edge by a
+    pixel: ratios agree to ~1e-3, and the version string says ``-torch-cuda-fp16``.
+    """
+
+    def __init__(self, model_path: str | Path, version: str, device: str = "cuda", half: bool = True,
+                 batch_size: int = 32, threads: int = 2, limit_side_len: int = 960) -> None:
+        import torch
+
+        super().__init__(model_path, version, threads, limit_side_len)
+        self.device = device
+        self.dtype = torch.float16 if half and device.startswith("cuda") else torch.float32
+        self.net = load_torch_detector(model_path).to(device, self.dtype)
+        self.batch_size = max(1, batch_size)
+        tag = "-torch-" + device.split(":")[0] + ("-fp16" if self.dtype == torch.float16 else "")
+        self.version = version + tag
+        self._post = ThreadPoolExecutor(max(1, threads), thread_name_prefix="ocr-post")
+
+    def probability_maps(self, batch: np.ndarray) -> np.ndarray:
+        """The detector's output (N x 1 x H x W, float32 on the host) for one stacked batch.
+
+        On CUDA the batch is padded with blank frames to a power of two: cuDNN plans
+        its ~85 convolutions once per input shape (about a second each time), so a
+        handful of shapes, planned at start-up by :meth:`warmup`, keeps that off the
+        stream. Each frame's output does not depend on the others in the batch.
+        """
+        import torch
+
+        n = len(batch)
+        with torch.inference_mode():
+            x = torch.from_numpy(np.ascontiguousarray(batch, np.float32))
+            if self.device.startswith("cuda"):
+                x = x.pin_memory().to(self.device, non_blocking=True)
+                if (b := bucket(n, self.batch_size)) > n:
+                    x = torch.cat([x, x.new_zeros((b - n, *x.shape[1:]))])
+            # fp16 maps come back as fp16 (half the bytes; the same values), widened on the host
+            return self.net(x.to(self.dtype))[:n].cpu().float().numpy()
+
+    def warmup(self, example: tuple[tuple[int, int], np.ndarray]) -> None:
+        """Plan every padded batch shape once for frames like ``example`` (CUDA only)."""
+        if self.device.startswith("cuda"):
+            for b in bucket_sizes(self.batch_size):
+                self.probability_maps(np.concatenate([example[1]] * b))
+
+    def boxes(self, prepared: Sequence[tuple[tuple[int, int], np.ndarray]]) -> list[np.ndarray]:
+        out: list[np.ndarray] = [np.empty((0, 4, 2))] * len(prepared)
+        by_shape: dict[tuple[int, ...], list[int]] = {}
+        for i, (_, x) in enumerate(prepared):
+            by_shape.setdefault(x.shape, []).append(i)
+        for idx in by_shape.values():
+            for s in range(0, len(idx), self.batch_size):
+                part = idx[s:s + self.batch_size]
+                pred = self.probability_maps(np.concatenate([prepared[i][1] for i in part]))
+                # DB post-processing is per frame and CPU-bound (contours, unclip): a few
+                # threads keep it off the GPU's critical path. Same function, same values.
+                found = self._post.map(lambda j: self.det.postprocess_op(pred[j:j + 1], prepared[part[j]][0])[0],
+                                       range(len(part)))
+                for i, f in zip(part, found):
+                    out[i] = np.asarray(f, np.float64).reshape(-1, 4, 2)
+        return out
+
+
+def build_rapidocr(files: dict[str, Path], version: str = "", threads: int = 2, device: str = "auto",
+                   half: bool = True, batch_size: int = 32, **_: Any) -> RapidOcrDetector:
+    """Registry builder for ``rapidocr-ppocrv6-det``.
+
+    On CUDA (``device`` "auto" with a GPU that torch sees, or "cuda[:N]") the detector
+    runs on torch (:class:`TorchOcrDetector`); otherwise on onnxruntime's CPU provider,
+    as before. ``device="torch-cpu"`` runs the torch path on the CPU in float32 (tests).
+    """
     from spatialvid.models import get_model_spec
 
-    return RapidOcrDetector(files[DET_FILE], version or get_model_spec("rapidocr-ppocrv6-det").version, threads)
+    version = version or get_model_spec("rapidocr-ppocrv6-det").version
+    path = files[DET_FILE]
+    if device == "torch-cpu":
+        return TorchOcrDetector(path, version, "cpu", False, batch_size, threads)
+    if device in ("", "auto") or device.startswith("cuda"):
+        try:
+            import torch
+        except ImportError:
+            torch = None  # type: ignore[assignment]
+        if torch is not None and torch.cuda.is_available():
+            return TorchOcrDetector(path, version, "cuda" if device in ("", "auto") else device, half, batch_size,
+                                    threads)
+        if device.startswith("cuda"):
+            raise RuntimeError(f"device {device!r} requested but torch sees no CUDA device; "
+                               "set scoring.device = 'cpu'")
+    return RapidOcrDetector(path, version, threads)
