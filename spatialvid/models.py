@@ -333,7 +333,7 @@ register_model(ModelSpec(
     description="PROXY, not the paper's aesthetic model: BRISQUE no-reference quality (0 best .. 100 worst), "
                 "stored in aesthetic_proxy, never in aesthetic",
     requires=("brisque",),
-    install='pip install "spatialvid-stream[models]"',
+    install="pip install spatialvid-stream (a core dependency)",
     device="cpu",
     proxy_for="laion-aesthetic-vit-l14",
 ))
@@ -350,8 +350,40 @@ register_model(ModelSpec(
         source="the PP-OCRv6 small detector ONNX shipped inside the rapidocr 3.10 wheel",
         license="Apache-2.0",
     ),
-    description="PP-OCR DB text detector (PaddleOCR family) on onnxruntime; text polygon area / frame area",
+    description="PP-OCR DB text detector (PaddleOCR family): onnxruntime on CPU, its ONNX graph run by torch "
+                "in fp16 on CUDA; text polygon area / frame area",
     requires=("rapidocr", "onnxruntime"),
-    install='pip install "spatialvid-stream[models]"',
-    device="cpu",
+    install="pip install spatialvid-stream (a core dependency)",
+    device="cuda-preferred",
+))
+
+# Geometry (SPEC.md §3; issue 6). COLMAP ships in its wheel (nothing to fetch); MegaSaM is a
+# user's own installation run as an external command (processors/geometry/backends/megasam.py).
+register_model(ModelSpec(
+    name="colmap",
+    task="geometry",
+    version="pycolmap-sift-sequential-incremental",
+    builder="spatialvid.processors.geometry.backends.colmap:build",
+    # No learned weights: SIFT, matching and mapping are COLMAP's code; the file checked is the package itself.
+    weights=Weights(files=(WeightFile("__init__.py", package="pycolmap"),),
+                    source="nothing to download: COLMAP's own code in the pycolmap wheel",
+                    license="COLMAP: BSD-3-Clause"),
+    description="default offline geometry: SIFT, sequential matching, incremental mapping, focal self-calibration; "
+                "CUDA features/matching with the pycolmap-cuda12 wheel",
+    requires=("pycolmap",),
+    install='pip install "spatialvid-stream[geometry]"  (GPU: pip install pycolmap-cuda12)',
+    device="cuda-preferred",
+))
+register_model(ModelSpec(
+    name="megasam",
+    task="geometry",
+    version="megasam-external",
+    builder="spatialvid.processors.geometry.backends.megasam:build",
+    weights=Weights(files=(WeightFile("mega-sam/checkpoints/megasam_final.pth"),),
+                    source="your MegaSaM clone at <weights_dir>/mega-sam (github.com/mega-sam/mega-sam) with its "
+                           "checkpoints (megasam_final.pth, Depth Anything, UniDepth, RAFT); set annotate.megasam_command",
+                    license="MegaSaM: Apache-2.0 (checkpoints: their own licenses)"),
+    description="the paper's geometry backend, run as an external step; its *_sgd_cvd_hr.npz is read back",
+    device="cuda",
+    gpu_memory_gb=24.0,
 ))
