@@ -55,19 +55,25 @@ def cluster_sql(db: str = DB, cluster: str = CLUSTER) -> str:
         # Objects of the views file are created on every node (ON CLUSTER); the per-minute
         # pass counts are replicated too, fed by each shard's inserts into its local table.
         body = re.sub(r"^(CREATE (?:TABLE|VIEW|MATERIALIZED VIEW) IF NOT EXISTS \S+)", rf"\1 ON CLUSTER {cluster}", body)
-        if "ENGINE = SummingMergeTree" in body:  # per-shard counts, summed through a Distributed table
+        if body.startswith("INSERT"):  # backfill of an embedded warehouse; a cluster rebuilds from Kafka
+            continue
+        engine = re.search(r"ENGINE = (Summing|Aggregating)MergeTree", body)
+        if engine:  # per-shard tables fed by the shard's inserts, read through a Distributed table
             name = re.search(r"IF NOT EXISTS (\S+)", body)[1]  # type: ignore[index]
             table = name.split(".")[1]
             body = body.replace(f"{name} ON CLUSTER", f"{name}_local ON CLUSTER", 1).replace(
-                "ENGINE = SummingMergeTree",
-                f"ENGINE = ReplicatedSummingMergeTree('/clickhouse/tables/{{shard}}/{db}/{table}', '{{replica}}')")
+                engine[0],
+                f"ENGINE = Replicated{engine[1]}MergeTree('/clickhouse/tables/{{shard}}/{db}/{table}', '{{replica}}')")
             out.append(body + ";")
+            # Per-clip states shard like the record tables (one clip on one shard, so FINAL holds).
+            shard = "cityHash64(clip_id)" if re.search(r"^\s*clip_id String", body, re.M) else "rand()"
             out.append(f"CREATE TABLE IF NOT EXISTS {name} ON CLUSTER {cluster} AS {name}_local\n"
-                       f"ENGINE = Distributed({cluster}, {db}, {table}_local, rand());")
+                       f"ENGINE = Distributed({cluster}, {db}, {table}_local, {shard});")
             continue
         if "MATERIALIZED VIEW" in body:  # fed by each shard's inserts into its local table
             body = re.sub(r" TO (\S+) AS", r" TO \1_local AS", body)
-            body = body.replace(f"FROM {db}.clip_scores\n", f"FROM {db}.clip_scores_local\n")
+            for model in RECORD_TYPES:
+                body = re.sub(rf"FROM {db}\.{model.table}(\s)", rf"FROM {db}.{model.table}_local\1", body)
         out.append(body + ";")
     return "\n\n".join(out) + "\n"
 

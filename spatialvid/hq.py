@@ -5,13 +5,15 @@ tags and trajectory statistics "so that no class dominates". Here that is, step 
 all inside ClickHouse:
 
 1. **Candidates**: the latest score row of every clip that passed the filters and meets
-   the raised ``[hq]`` thresholds, joined with its latest successful, non-anomalous
-   annotation and its latest caption. Each candidate gets one value per balanced
+   the raised ``[hq]`` thresholds, with its latest successful, non-anomalous
+   annotation and its latest caption (one scan of ``clip_latest``, which materialized
+   views keep at insert time; equal to the ``argMax ... GROUP BY`` definition). Each candidate gets one value per balanced
    attribute (scene type, time of day, weather, crowd, lighting, main motion trend,
    trajTurns bucket, distLevel); missing tags read ``Unknown``.
 2. **Priority**: a weighted random key per clip, ``-ln(u) / w`` with
    ``u = cityHash64(seed, clip_id)`` mapped to (0, 1) (Efraimidis–Spirakis weighted
-   sampling) and ``w`` the product over attributes of ``1 / share`` of the clip's value.
+   sampling) and ``w`` the product over attributes of ``1 / share`` of the clip's value
+   (shares from one small count per value, bound as parameters: no window sort).
    With independent attributes, a small weighted sample then has every marginal
    uniform at once (``E[w | v] ∝ 1 / share(v)``); rare values come first, and the order
    is a pure function of (data, seed).
@@ -48,19 +50,20 @@ from .config import Config, HQConfig
 from spatialvid.schemas.ddl import create_table_sql
 from spatialvid.schemas.records import Record, UInt32, utcnow
 
-#: Balanced attributes: name -> SQL over the joined candidate row (s: score, a:
-#: annotation, c: caption). Tags a stage has not produced yet read 'Unknown'.
+#: Balanced attributes: name -> SQL over the clip's latest state (``s_*`` score, ``a_*``
+#: annotation, ``c_*`` caption columns of the candidate scan). Tags a stage has not
+#: produced yet read 'Unknown'.
 ATTRIBUTES: dict[str, str] = {
-    "scene_type": "if(empty(c.scene_type_first), 'Unknown', c.scene_type_first)",
-    "time_of_day": "if(empty(c.time_of_day), 'Unknown', c.time_of_day)",
-    "weather": "if(empty(c.weather), 'Unknown', c.weather)",
-    "crowd_density": "if(empty(c.crowd_density), 'Unknown', c.crowd_density)",
-    "lighting": "if(empty(c.lighting), 'Unknown', c.lighting)",
+    "scene_type": "if(empty(c_scene_type_first), 'Unknown', c_scene_type_first)",
+    "time_of_day": "if(empty(c_time_of_day), 'Unknown', c_time_of_day)",
+    "weather": "if(empty(c_weather), 'Unknown', c_weather)",
+    "crowd_density": "if(empty(c_crowd_density), 'Unknown', c_crowd_density)",
+    "lighting": "if(empty(c_lighting), 'Unknown', c_lighting)",
     # The main motion trend: the geometric one (annotation), else the captioner's.
-    "motion_trend": "if(notEmpty(a.motion_trends), a.motion_trends[1], "
-                    "if(notEmpty(c.motion_trends), c.motion_trends[1], 'None'))",
-    "traj_turns": "multiIf(isNull(a.traj_turns), 'Unknown', a.traj_turns >= 3, '3+', toString(a.traj_turns))",
-    "dist_level": "if(isNull(a.dist_level), 'Unknown', toString(a.dist_level))",
+    "motion_trend": "if(notEmpty(a_motion_trends), a_motion_trends[1], "
+                    "if(notEmpty(c_motion_trends), c_motion_trends[1], 'None'))",
+    "traj_turns": "multiIf(isNull(a_traj_turns), 'Unknown', a_traj_turns >= 3, '3+', toString(a_traj_turns))",
+    "dist_level": "if(isNull(a_dist_level), 'Unknown', toString(a_dist_level))",
 }
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,40}$")
@@ -175,36 +178,26 @@ def candidates_sql(db: str, hq: HQConfig, attributes: Sequence[str]) -> str:
         thr("ocr_ratio", "ocr_ratio <= {ocr_max:Float64}"),
         thr("motion", "motion BETWEEN {motion_min:Float64} AND {motion_max:Float64}"),
     ])
-    ann_where = "success" + (" AND NOT ifNull(anomaly, false)" if hq.drop_anomalies else "")
-    join_kind = "INNER" if hq.require_annotation else "LEFT"
     attrs = ",\n    ".join(f"{ATTRIBUTES[a]} AS tag_{a}" for a in attributes)
-    # Latest row per clip by argMax: one hash aggregation, no FINAL merge on read.
+    # One scan of clip_latest (schemas/views.sql): the latest score, annotation and caption
+    # of every clip, kept at insert time, instead of three GROUP BYs over millions of clip
+    # ids and two joins. A clip without a (clean) annotation or caption reads what the
+    # LEFT JOIN of those GROUP BYs read: NULL numbers, empty arrays and strings.
+    ann, ann_rows = ("n", "clean_rows") if hq.drop_anomalies else ("a", "ann_rows")
+    state = ", ".join(
+        [f"finalizeAggregation(s_{c}) AS {c}" for c in ("video_id", "duration_s", "aesthetic", "luminance_mean",
+                                                         "ocr_ratio", "motion", "passed")]
+        + [f"finalizeAggregation({ann}_{c}) AS a_{c}" for c in ("move_dist", "rot_angle", "traj_turns", "dist_level",
+                                                                 "motion_trends")]
+        + [f"finalizeAggregation(c_{c}) AS c_{c}" for c in ("scene_type_first", "time_of_day", "weather",
+                                                             "crowd_density", "lighting", "motion_trends")])
+    need_ann = f" AND {ann_rows} > 0" if hq.require_annotation else ""
     return f"""
-SELECT s.clip_id AS clip_id, s.video_id AS video_id, s.duration_s AS duration_s,
-    s.aesthetic AS aesthetic, s.luminance_mean AS luminance_mean, s.ocr_ratio AS ocr_ratio, s.motion AS motion,
-    a.move_dist AS move_dist, a.rot_angle AS rot_angle, a.traj_turns AS traj_turns, a.dist_level AS dist_level,
+SELECT clip_id, video_id, duration_s, aesthetic, luminance_mean, ocr_ratio, motion,
+    a_move_dist AS move_dist, a_rot_angle AS rot_angle, a_traj_turns AS traj_turns, a_dist_level AS dist_level,
     {attrs}
-FROM (
-    SELECT clip_id, argMax(video_id, scored_at) AS video_id, argMax(duration_s, scored_at) AS duration_s,
-        argMax(aesthetic, scored_at) AS aesthetic, argMax(luminance_mean, scored_at) AS luminance_mean,
-        argMax(ocr_ratio, scored_at) AS ocr_ratio, argMax(motion, scored_at) AS motion,
-        argMax(passed, scored_at) AS passed
-    FROM {db}.clip_scores GROUP BY clip_id
-) AS s
-{join_kind} JOIN (
-    SELECT clip_id, argMax(move_dist, annotated_at) AS move_dist, argMax(rot_angle, annotated_at) AS rot_angle,
-        argMax(traj_turns, annotated_at) AS traj_turns, argMax(dist_level, annotated_at) AS dist_level,
-        argMax(motion_trends, annotated_at) AS motion_trends
-    FROM {db}.clip_annotations WHERE {ann_where} GROUP BY clip_id
-) AS a ON a.clip_id = s.clip_id
-LEFT JOIN (
-    SELECT clip_id, argMax(scene_type_first, captioned_at) AS scene_type_first,
-        argMax(time_of_day, captioned_at) AS time_of_day, argMax(weather, captioned_at) AS weather,
-        argMax(crowd_density, captioned_at) AS crowd_density, argMax(lighting, captioned_at) AS lighting,
-        argMax(motion_trends, captioned_at) AS motion_trends
-    FROM {db}.clip_captions GROUP BY clip_id
-) AS c ON c.clip_id = s.clip_id
-WHERE {score_where} AND s.duration_s > 0"""
+FROM (SELECT clip_id, {state} FROM {db}.clip_latest FINAL WHERE score_rows > 0{need_ann})
+WHERE {score_where} AND duration_s > 0"""
 
 
 def _threshold_params(hq: HQConfig) -> dict[str, Any]:
@@ -226,27 +219,56 @@ def select_hq(client: Client, cfg: Config, hours: float | None = None, seed: int
         raise ValueError(f"--hours must be positive, got {hours}")
     attrs = parse_attributes(hq.balance)
     target_s = hours * 3600.0
-    work = f"{db}.`_hq_work_{uuid.uuid4().hex[:12]}`"
-    # ln w = sum over attributes of ln(N / n_value): rarer values get larger weights.
-    log_w = " + ".join(f"log(n_total / count() OVER (PARTITION BY tag_{a}))" for a in attrs) or "0"
-    cums = ",\n    ".join(
-        f"sum(duration_s) OVER (PARTITION BY tag_{a} ORDER BY priority, clip_id "
-        f"ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cum_{a}" for a in attrs)
+    tag = uuid.uuid4().hex[:12]
+    cand, work = f"{db}.`_hq_cand_{tag}`", f"{db}.`_hq_work_{tag}`"
     params = {**_threshold_params(hq), "seed": seed}
-    client.command(f"""
+    try:
+        client.command(f"CREATE TABLE {cand} ENGINE = MergeTree ORDER BY clip_id AS {candidates_sql(db, hq, attrs)}",
+                       parameters=_threshold_params(hq))
+        # Clips and hours per value of every attribute in one pass (small): the weights
+        # below look their value's count up here instead of one window sort per attribute.
+        counts, before = _per_value(client, cand, attrs)
+        n_total = sum(counts[attrs[0]].values()) if attrs else 0
+        for a in attrs:
+            params[f"k_{a}"], params[f"n_{a}"] = list(counts[a]), list(counts[a].values())
+        # ln w = sum over attributes of ln(N / n_value): rarer values get larger weights
+        # (the same Float64 operations, in the same order, as a count() OVER (PARTITION BY)).
+        log_w = " + ".join(
+            f"log({{n_total:UInt64}} / {{n_{a}:Array(UInt64)}}[indexOf({{k_{a}:Array(String)}}, tag_{a})])"
+            for a in attrs) or "0"
+        params["n_total"] = n_total
+        # The running sums per value need one sort per attribute: over narrow rows only.
+        cums = ",\n    ".join(
+            f"sum(duration_s) OVER (PARTITION BY tag_{a} ORDER BY priority, clip_id "
+            f"ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cum_{a}" for a in attrs)
+        tags = "".join(f", tag_{a}" for a in attrs)
+        client.command(f"""
 CREATE TABLE {work} ENGINE = MergeTree ORDER BY (priority, clip_id) AS
-SELECT *, {cums or '0 AS _none'}
+SELECT clip_id, duration_s, priority{tags}, {cums or '0 AS _none'}
 FROM (
-    SELECT *,
+    SELECT clip_id, duration_s{tags},
         -- u in (0, 1) from the seeded hash; key = -ln(u) / w  (smaller = earlier)
         -log((toFloat64(cityHash64({{seed:Int64}}, clip_id)) + 0.5) / 18446744073709551616.0)
             / exp({log_w}) AS priority
-    FROM (SELECT *, count() OVER () AS n_total FROM ({candidates_sql(db, hq, attrs)}))
+    FROM {cand}
 )""", parameters=params)
-    try:
-        return _select_from_work(client, cfg, work, attrs, target_s, seed, name, hours)
+        return _select_from_work(client, cfg, cand, work, attrs, before, target_s, seed, name, hours)
     finally:
         client.command(f"DROP TABLE IF EXISTS {work}")
+        client.command(f"DROP TABLE IF EXISTS {cand}")
+
+
+def _per_value(client: Client, table: str, attrs: Sequence[str]) -> tuple[dict[str, dict[str, int]], dict[str, dict[str, float]]]:
+    """Clips and hours per value of every attribute of ``table``."""
+    counts: dict[str, dict[str, int]] = {a: {} for a in attrs}
+    hours: dict[str, dict[str, float]] = {a: {} for a in attrs}
+    if not attrs:
+        return counts, hours
+    pairs = ", ".join(f"('{a}', toString(tag_{a}))" for a in attrs)
+    for a, v, n, secs in client.query(
+            f"SELECT kv.1, kv.2, count(), sum(duration_s) FROM {table} ARRAY JOIN [{pairs}] AS kv GROUP BY kv").result_rows:
+        counts[a][str(v)], hours[a][str(v)] = int(n), float(secs) / 3600.0
+    return counts, hours
 
 
 def _hours_by_value(client: Client, sql_from: str, attrs: Sequence[str], params: dict[str, Any]) -> dict[str, dict[str, float]]:
@@ -262,12 +284,12 @@ def _hours_by_value(client: Client, sql_from: str, attrs: Sequence[str], params:
     return out
 
 
-def _select_from_work(client: Client, cfg: Config, work: str, attrs: list[str], target_s: float, seed: int,
-                      name: str, hours: float) -> HQResult:
+def _select_from_work(client: Client, cfg: Config, cand: str, work: str, attrs: list[str],
+                      before: dict[str, dict[str, float]], target_s: float, seed: int, name: str,
+                      hours: float) -> HQResult:
     db = cfg.warehouse.database
     n_cand, cand_s = client.query(f"SELECT count(), sum(duration_s) FROM {work}").result_rows[0]
     n_cand, cand_s = int(n_cand), float(cand_s or 0.0)
-    before = _hours_by_value(client, work, attrs, {})
     caps = {a: waterfill_cap(list(before[a].values()), target_s / 3600.0) * 3600.0 for a in attrs}
     # Slack bounds: s = 1 is the water-filled quota; s_max lets every candidate in.
     s_max = max([max(before[a].values()) * 3600.0 / caps[a] for a in attrs if caps[a] > 0] + [1.0])
@@ -300,13 +322,16 @@ def _select_from_work(client: Client, cfg: Config, work: str, attrs: list[str], 
     table = f"{db}.hq_{name}_v{version}"
     keep = [c for c in ("clip_id", "video_id", "duration_s", "aesthetic", "luminance_mean", "ocr_ratio", "motion",
                         "move_dist", "rot_angle", "traj_turns", "dist_level")]
-    keep += [f"tag_{a}" for a in attrs] + ["priority"]
+    keep += [f"tag_{a}" for a in attrs]
     client.command(f"""
 CREATE TABLE {table} ENGINE = MergeTree ORDER BY clip_id AS
-SELECT {', '.join(keep)} FROM (
-    SELECT *, sum(duration_s) OVER (ORDER BY priority, clip_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cum_total
-    FROM {work} WHERE {cond}
-) WHERE cum_total - duration_s < {{target:Float64}}""", parameters={**quota_params, "target": target_s})
+SELECT {', '.join(f'c.{k} AS {k}' for k in keep)}, w.priority AS priority FROM {cand} AS c INNER JOIN (
+    SELECT clip_id, priority FROM (
+        SELECT clip_id, priority, duration_s,
+            sum(duration_s) OVER (ORDER BY priority, clip_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cum_total
+        FROM {work} WHERE {cond}
+    ) WHERE cum_total - duration_s < {{target:Float64}}
+) AS w ON w.clip_id = c.clip_id""", parameters={**quota_params, "target": target_s})
     client.command(f"CREATE OR REPLACE VIEW {db}.hq_{name} AS SELECT * FROM {table}")
     n_sel, sel_s = client.query(f"SELECT count(), sum(duration_s) FROM {table}").result_rows[0]
     after = _hours_by_value(client, table, attrs, {})

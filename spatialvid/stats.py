@@ -13,7 +13,8 @@ and a Markdown and an HTML summary into one folder:
 - caption lengths in words (OptCamMotion, SceneSummary, ShotImmersion; the paper
   reports means of 50.3, 28.6 and 89.7).
 
-Every query reads the latest row per clip (``argMax`` over the row's timestamp), takes
+Every query reads the latest row per clip (``argMax`` over the row's timestamp, kept
+at insert time in ``clip_latest``: see :func:`latest_sql`), takes
 its sets as tables of ``clip_id`` and binds every value as a parameter. ``QueryFn`` is
 any function ``(sql, parameters) -> {"columns", "rows"}``, so the same code runs in the
 owning process, through the owner's endpoint, or against a ClickHouse server.
@@ -45,21 +46,57 @@ CAPTION_FIELDS = {"opt_cam_motion": 50.3, "scene_summary": 28.6, "shot_immersion
 _TABLE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$")
 
 
+#: Source -> (flag column of ``clip_latest``, column -> state column). The flag counts the
+#: clip's rows of that kind (scores, successful annotations, captions).
+LATEST: dict[str, tuple[str, dict[str, str]]] = {
+    "scores": ("score_rows", {c: f"s_{c}" for c in (
+        "video_id", "duration_s", "aesthetic", "luminance_mean", "ocr_ratio", "motion", "passed")}),
+    "annotations": ("ann_rows", {c: f"a_{c}" for c in (
+        "move_dist", "rot_angle", "traj_turns", "dist_level", "motion_trends", "dynamic_ratio")}),
+    "clean_annotations": ("clean_rows", {c: f"n_{c}" for c in (
+        "move_dist", "rot_angle", "traj_turns", "dist_level", "motion_trends")}),
+    "captions": ("caption_rows", {**{c: f"c_{c}" for c in TAGS + ("scene_type_second", "motion_trends")},
+                                  **{f"{f}_words": f"c_{f}_words" for f in CAPTION_FIELDS}}),
+}
+
+
 def latest_sql(db: str, source: str) -> str:
-    """The latest row per clip of a record table, as a subquery (no FINAL merge)."""
+    """The latest row per clip of a record table, as a subquery.
+
+    Reads ``clip_latest`` (schemas/views.sql), which materialized views keep at insert
+    time: the same values as ``argMax(column, <table's timestamp>) ... GROUP BY clip_id``
+    over the record table (scores; successful annotations; successful non-anomalous
+    ones for ``clean_annotations``; captions), without grouping millions of clip ids
+    on every read. Caption texts are kept as word counts (``<field>_words``, -1 when
+    the text is empty).
+    """
+    if source not in LATEST:
+        raise ValueError(f"unknown source {source!r}")
+    flag, cols = LATEST[source]
+    return (f"(SELECT clip_id, {', '.join(f'finalizeAggregation({s}) AS {c}' for c, s in cols.items())} "
+            f"FROM {db}.clip_latest FINAL WHERE {flag} > 0)")
+
+
+def latest_groupby_sql(db: str, source: str) -> str:
+    """The defining GROUP BY of :func:`latest_sql` over the record table (for checks)."""
     if source == "scores":
-        cols = ("video_id", "duration_s", "aesthetic", "luminance_mean", "ocr_ratio", "motion", "passed")
-        return (f"(SELECT clip_id, {', '.join(f'argMax({c}, scored_at) AS {c}' for c in cols)} "
-                f"FROM {db}.clip_scores GROUP BY clip_id)")
-    if source == "annotations":
-        cols = ("move_dist", "rot_angle", "traj_turns", "dist_level", "motion_trends", "dynamic_ratio")
-        return (f"(SELECT clip_id, {', '.join(f'argMax({c}, annotated_at) AS {c}' for c in cols)} "
-                f"FROM {db}.clip_annotations WHERE success GROUP BY clip_id)")
-    if source == "captions":
-        cols = TAGS + ("scene_type_second", "motion_trends") + tuple(CAPTION_FIELDS)
-        return (f"(SELECT clip_id, {', '.join(f'argMax({c}, captioned_at) AS {c}' for c in cols)} "
-                f"FROM {db}.clip_captions GROUP BY clip_id)")
-    raise ValueError(f"unknown source {source!r}")
+        cols, ts, table, where = LATEST[source][1], "scored_at", "clip_scores", ""
+    elif source in ("annotations", "clean_annotations"):
+        cols, ts, table = LATEST[source][1], "annotated_at", "clip_annotations"
+        where = " WHERE success" + (" AND NOT ifNull(anomaly, false)" if source == "clean_annotations" else "")
+    elif source == "captions":
+        cols, ts, table, where = LATEST[source][1], "captioned_at", "clip_captions", ""
+    else:
+        raise ValueError(f"unknown source {source!r}")
+
+    def expr(c: str) -> str:
+        if c.endswith("_words"):
+            f = c[: -len("_words")]
+            return f"if(empty({f}), -1, toInt64(length(splitByWhitespace({f}))))"
+        return c
+
+    return (f"(SELECT clip_id, {', '.join(f'argMax({expr(c)}, {ts}) AS {c}' for c in cols)} "
+            f"FROM {db}.{table}{where} GROUP BY clip_id)")
 
 
 def check_table(name: str) -> str:
@@ -76,8 +113,8 @@ def _in_set(table: str | None) -> str:
 def funnel_sql(db: str, hq_table: str | None) -> str:
     """One row per funnel step: step, clips, hours (from crawled video hours to HQ hours).
 
-    One pass over the latest score of every clip, with annotation and caption membership
-    as semi-joins (``IN``), so the big tables are each read once.
+    One pass over ``clip_latest``: the latest score of every clip, and whether it has a
+    successful annotation and a caption (the row counts kept beside the states).
     """
     hq = (f"(SELECT count(), sum(duration_s) / 3600 FROM {check_table(hq_table)})" if hq_table
           else "(SELECT toUInt64(0), 0.0)")
@@ -89,10 +126,9 @@ WITH
              countIf(passed), sumIf(duration_s, passed) / 3600,
              countIf(annotated), sumIf(duration_s, annotated) / 3600,
              countIf(captioned), sumIf(duration_s, captioned) / 3600)
-     FROM (SELECT clip_id, argMax(duration_s, scored_at) AS duration_s, argMax(passed, scored_at) AS passed,
-                  clip_id IN (SELECT clip_id FROM {db}.clip_annotations WHERE success) AS annotated,
-                  clip_id IN (SELECT clip_id FROM {db}.clip_captions) AS captioned
-           FROM {db}.clip_scores GROUP BY clip_id)) AS sc,
+     FROM (SELECT finalizeAggregation(s_duration_s) AS duration_s, finalizeAggregation(s_passed) AS passed,
+                  ann_rows > 0 AS annotated, caption_rows > 0 AS captioned
+           FROM {db}.clip_latest FINAL WHERE score_rows > 0)) AS sc,
     {hq} AS hq
 SELECT step, toUInt64(c) AS clips, toFloat64(h) AS hours FROM (
     SELECT arrayJoin([
@@ -128,9 +164,9 @@ def tag_sql(db: str, tag: str, table: str | None) -> str:
 
 def caption_length_sql(db: str, table: str | None) -> str:
     """Per caption field: mean words and a histogram of word counts (bins of 5 words)."""
-    parts = [f"SELECT '{f}' AS field, avg(length(splitByWhitespace({f}))) AS mean_words, "
-             f"groupArray(length(splitByWhitespace({f}))) AS lengths FROM {latest_sql(db, 'captions')}"
-             f"{_in_set(table)} {'AND' if table else 'WHERE'} notEmpty({f})" for f in CAPTION_FIELDS]
+    parts = [f"SELECT '{f}' AS field, avg({f}_words) AS mean_words, "
+             f"groupArray({f}_words) AS lengths FROM {latest_sql(db, 'captions')}"
+             f"{_in_set(table)} {'AND' if table else 'WHERE'} {f}_words >= 0" for f in CAPTION_FIELDS]
     return " UNION ALL ".join(parts)
 
 

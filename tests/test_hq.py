@@ -120,3 +120,61 @@ c.close()
     assert ex.returncode == 0, ex.stderr
     n_rows = len((tmp_path / "out" / "metadata.csv").read_text().splitlines()) - 1
     assert f"export: {n_rows} clips" in ex.stdout and n_rows > 0
+
+
+# The candidate definition before clip_latest: latest rows by argMax ... GROUP BY and joins.
+_REFERENCE_CANDIDATES = """
+SELECT s.clip_id AS clip_id, s.duration_s AS duration_s,
+    if(empty(c.weather), 'Unknown', c.weather) AS tag_weather,
+    if(notEmpty(a.motion_trends), a.motion_trends[1], if(notEmpty(c.motion_trends), c.motion_trends[1], 'None')) AS tag_motion_trend,
+    multiIf(isNull(a.traj_turns), 'Unknown', a.traj_turns >= 3, '3+', toString(a.traj_turns)) AS tag_traj_turns
+FROM (SELECT clip_id, argMax(duration_s, scored_at) AS duration_s, argMax(passed, scored_at) AS passed,
+             argMax(aesthetic, scored_at) AS aesthetic FROM {db}.clip_scores GROUP BY clip_id) AS s
+{join} JOIN (SELECT clip_id, argMax(traj_turns, annotated_at) AS traj_turns, argMax(motion_trends, annotated_at) AS motion_trends
+      FROM {db}.clip_annotations WHERE success{clean} GROUP BY clip_id) AS a ON a.clip_id = s.clip_id
+LEFT JOIN (SELECT clip_id, argMax(weather, captioned_at) AS weather, argMax(motion_trends, captioned_at) AS motion_trends
+           FROM {db}.clip_captions GROUP BY clip_id) AS c ON c.clip_id = s.clip_id
+WHERE s.passed AND (s.aesthetic IS NULL OR s.aesthetic >= {aes}) AND s.duration_s > 0"""
+
+
+@pytest.mark.parametrize("drop_anomalies,require_annotation", [(True, True), (False, False)])
+def test_hq_reads_the_same_candidates_and_priorities_as_the_group_by_definition(
+        cfg: Config, warehouse, drop_anomalies: bool, require_annotation: bool) -> None:  # type: ignore[no-untyped-def]
+    """After re-scoring, anomalous re-annotation, re-captioning and redelivered rows, the
+    selection (from clip_latest, weights from a per-value count) has exactly the candidates
+    and priority keys of the old definition (GROUP BY + joins, count() OVER windows)."""
+    from datetime import timedelta
+
+    from spatialvid.schemas.records import AnnotationRecord, CaptionRecord, ScoreRecord
+
+    from .synthetic import of_type
+
+    db = cfg.warehouse.database
+    cfg.hq.balance = "weather,motion_trend,traj_turns"
+    cfg.hq.allow_unscored, cfg.hq.drop_anomalies, cfg.hq.require_annotation = True, drop_anomalies, require_annotation
+    cfg.hq.luminance_min, cfg.hq.luminance_max, cfg.hq.ocr_max, cfg.hq.motion_min, cfg.hq.motion_max = -1e9, 1e9, 1e9, -1e9, 1e9
+    recs = population(1500, seed=8)
+    insert_records(warehouse, db, recs)
+    later = timedelta(minutes=5)
+    changed = [s.model_copy(update={"model_version": "v2", "scored_at": s.scored_at + later, "passed": not s.passed})
+               for s in of_type(recs, ScoreRecord)[::5]]
+    changed += [a.model_copy(update={"model_version": "v2", "annotated_at": a.annotated_at + later, "anomaly": True,
+                                     "traj_turns": 5}) for a in of_type(recs, AnnotationRecord)[::4]]
+    changed += [c.model_copy(update={"model_version": "v2", "captioned_at": c.captioned_at + later, "weather": "Snowy"})
+                for c in of_type(recs, CaptionRecord)[::3]]
+    insert_records(warehouse, db, changed)
+    insert_records(warehouse, db, recs[:700] + changed[::2])  # redelivered rows, stored twice
+
+    r = select_hq(warehouse, cfg, hours=100.0, seed=4)  # more than the data: every candidate is selected
+    ref = _REFERENCE_CANDIDATES.format(db=db, join="INNER" if require_annotation else "LEFT", aes=float(cfg.hq.aesthetic_min),
+                                       clean=" AND NOT ifNull(anomaly, false)" if drop_anomalies else "")
+    log_w = " + ".join(f"log(n_total / count() OVER (PARTITION BY {t}))"
+                       for t in ("tag_weather", "tag_motion_trend", "tag_traj_turns"))
+    want = warehouse.query(f"""
+        SELECT clip_id, tag_weather, tag_motion_trend, tag_traj_turns,
+            -log((toFloat64(cityHash64(4, clip_id)) + 0.5) / 18446744073709551616.0) / exp({log_w}) AS priority
+        FROM (SELECT *, count() OVER () AS n_total FROM ({ref})) ORDER BY clip_id""").result_rows
+    got = warehouse.query(f"SELECT clip_id, tag_weather, tag_motion_trend, tag_traj_turns, priority FROM {r.table} "
+                          "ORDER BY clip_id").result_rows
+    assert len(want) > 300 and r.candidates == len(want)
+    assert got == want

@@ -71,3 +71,52 @@ def test_stats_rejects_a_set_that_is_not_a_table(cfg: Config, warehouse) -> None
     with pytest.raises(ValueError, match="not a table name"):
         compute(lambda sql, p: run_readonly(warehouse, sql, p), cfg.warehouse.database,
                 hq_table="x; DROP TABLE clips")
+
+
+def _latest_rows(client, sql: str) -> list[tuple]:  # type: ignore[no-untyped-def]
+    return sorted(tuple(r) for r in client.query(f"SELECT * FROM {sql} ORDER BY clip_id").result_rows)
+
+
+def test_clip_latest_equals_the_group_by_definition(cfg: Config, warehouse) -> None:  # type: ignore[no-untyped-def]
+    """The insert-time per-clip table gives exactly the argMax ... GROUP BY rows, after
+    redeliveries, re-scoring with new model versions (newer and late older ones), failed
+    and anomalous re-annotations, re-captioning, and a backfill of an existing warehouse."""
+    from datetime import timedelta
+
+    from spatialvid.stats import LATEST, latest_groupby_sql, latest_sql
+    from spatialvid.warehouse import init_schema
+
+    db = cfg.warehouse.database
+    records = population(240, seed=5)
+    insert_records(warehouse, db, records)
+    scores, anns, caps = of_type(records, ScoreRecord), of_type(records, AnnotationRecord), of_type(records, CaptionRecord)
+    later, earlier = timedelta(minutes=5), timedelta(minutes=-5)
+    changed = [s.model_copy(update={"model_version": "v2", "scored_at": s.scored_at + later, "passed": not s.passed,
+                                    "duration_s": s.duration_s + 1, "aesthetic": None}) for s in scores[::3]]
+    changed += [s.model_copy(update={"model_version": "v0", "scored_at": s.scored_at + earlier, "passed": not s.passed})
+                for s in scores[1::4]]
+    changed += [a.model_copy(update={"model_version": "v2", "annotated_at": a.annotated_at + later, "success": False,
+                                     "move_dist": 99.0}) for a in anns[::3]]
+    changed += [a.model_copy(update={"model_version": "v3", "annotated_at": a.annotated_at + later, "success": True,
+                                     "anomaly": True, "traj_turns": 7, "motion_trends": ["Pan Left"]}) for a in anns[1::3]]
+    changed += [c.model_copy(update={"model_version": "v2", "captioned_at": c.captioned_at + later, "weather": "Snowy",
+                                     "scene_summary": "", "opt_cam_motion": "a b  c"}) for c in caps[::2]]
+    insert_records(warehouse, db, changed)
+    insert_records(warehouse, db, records[: len(records) // 2] + changed[::2])  # redelivered rows, stored twice
+    assert len(changed) > 100
+
+    def check() -> None:
+        for source in LATEST:
+            got, want = _latest_rows(warehouse, latest_sql(db, source)), _latest_rows(warehouse, latest_groupby_sql(db, source))
+            assert got == want, source
+            assert len(got) > 50
+
+    check()
+    # An existing warehouse from before clip_latest: the schema fills it once, and again is a no-op.
+    warehouse.command(f"TRUNCATE TABLE {db}.clip_latest")
+    init_schema(warehouse, cfg)
+    check()
+    rows = warehouse.query(f"SELECT count() FROM {db}.clip_latest").result_rows[0][0]
+    init_schema(warehouse, cfg)
+    assert warehouse.query(f"SELECT count() FROM {db}.clip_latest").result_rows[0][0] == rows
+    check()

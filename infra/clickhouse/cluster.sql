@@ -246,3 +246,87 @@ CREATE VIEW IF NOT EXISTS spatialvid.clip_scores_latest ON CLUSTER spatialvid AS
 SELECT * FROM spatialvid.clip_scores FINAL
 ORDER BY clip_id, scored_at DESC
 LIMIT 1 BY clip_id;
+
+CREATE TABLE IF NOT EXISTS spatialvid.clip_latest_local ON CLUSTER spatialvid (
+    clip_id String,
+    score_rows SimpleAggregateFunction(sum, UInt64),
+    s_video_id AggregateFunction(argMax, String, DateTime64(3, 'UTC')),
+    s_duration_s AggregateFunction(argMax, Float64, DateTime64(3, 'UTC')),
+    s_aesthetic AggregateFunction(argMax, Nullable(Float64), DateTime64(3, 'UTC')),
+    s_luminance_mean AggregateFunction(argMax, Nullable(Float64), DateTime64(3, 'UTC')),
+    s_ocr_ratio AggregateFunction(argMax, Nullable(Float64), DateTime64(3, 'UTC')),
+    s_motion AggregateFunction(argMax, Nullable(Float64), DateTime64(3, 'UTC')),
+    s_passed AggregateFunction(argMax, Bool, DateTime64(3, 'UTC')),
+    ann_rows SimpleAggregateFunction(sum, UInt64),
+    a_move_dist AggregateFunction(argMax, Nullable(Float64), DateTime64(3, 'UTC')),
+    a_rot_angle AggregateFunction(argMax, Nullable(Float64), DateTime64(3, 'UTC')),
+    a_traj_turns AggregateFunction(argMax, Nullable(UInt16), DateTime64(3, 'UTC')),
+    a_dist_level AggregateFunction(argMax, Nullable(UInt8), DateTime64(3, 'UTC')),
+    a_motion_trends AggregateFunction(argMax, Array(String), DateTime64(3, 'UTC')),
+    a_dynamic_ratio AggregateFunction(argMax, Nullable(Float64), DateTime64(3, 'UTC')),
+    clean_rows SimpleAggregateFunction(sum, UInt64),
+    n_move_dist AggregateFunction(argMax, Nullable(Float64), DateTime64(3, 'UTC')),
+    n_rot_angle AggregateFunction(argMax, Nullable(Float64), DateTime64(3, 'UTC')),
+    n_traj_turns AggregateFunction(argMax, Nullable(UInt16), DateTime64(3, 'UTC')),
+    n_dist_level AggregateFunction(argMax, Nullable(UInt8), DateTime64(3, 'UTC')),
+    n_motion_trends AggregateFunction(argMax, Array(String), DateTime64(3, 'UTC')),
+    caption_rows SimpleAggregateFunction(sum, UInt64),
+    c_scene_type_first AggregateFunction(argMax, String, DateTime64(3, 'UTC')),
+    c_scene_type_second AggregateFunction(argMax, String, DateTime64(3, 'UTC')),
+    c_time_of_day AggregateFunction(argMax, String, DateTime64(3, 'UTC')),
+    c_weather AggregateFunction(argMax, String, DateTime64(3, 'UTC')),
+    c_crowd_density AggregateFunction(argMax, String, DateTime64(3, 'UTC')),
+    c_lighting AggregateFunction(argMax, String, DateTime64(3, 'UTC')),
+    c_motion_trends AggregateFunction(argMax, Array(String), DateTime64(3, 'UTC')),
+    c_opt_cam_motion_words AggregateFunction(argMax, Int64, DateTime64(3, 'UTC')),
+    c_scene_summary_words AggregateFunction(argMax, Int64, DateTime64(3, 'UTC')),
+    c_shot_immersion_words AggregateFunction(argMax, Int64, DateTime64(3, 'UTC'))
+) ENGINE = ReplicatedAggregatingMergeTree('/clickhouse/tables/{shard}/spatialvid/clip_latest', '{replica}')
+ORDER BY clip_id;
+
+CREATE TABLE IF NOT EXISTS spatialvid.clip_latest ON CLUSTER spatialvid AS spatialvid.clip_latest_local
+ENGINE = Distributed(spatialvid, spatialvid, clip_latest_local, cityHash64(clip_id));
+
+CREATE MATERIALIZED VIEW IF NOT EXISTS spatialvid.clip_latest_scores_mv ON CLUSTER spatialvid TO spatialvid.clip_latest_local AS
+SELECT clip_id, toUInt64(count()) AS score_rows,
+    argMaxState(CAST(video_id, 'String'), scored_at) AS s_video_id,
+    argMaxState(duration_s, scored_at) AS s_duration_s,
+    argMaxState(aesthetic, scored_at) AS s_aesthetic,
+    argMaxState(luminance_mean, scored_at) AS s_luminance_mean,
+    argMaxState(ocr_ratio, scored_at) AS s_ocr_ratio,
+    argMaxState(motion, scored_at) AS s_motion,
+    argMaxState(passed, scored_at) AS s_passed
+FROM spatialvid.clip_scores_local GROUP BY clip_id;
+
+CREATE MATERIALIZED VIEW IF NOT EXISTS spatialvid.clip_latest_annotations_mv ON CLUSTER spatialvid TO spatialvid.clip_latest_local AS
+SELECT clip_id, toUInt64(count()) AS ann_rows,
+    argMaxState(move_dist, annotated_at) AS a_move_dist,
+    argMaxState(rot_angle, annotated_at) AS a_rot_angle,
+    argMaxState(traj_turns, annotated_at) AS a_traj_turns,
+    argMaxState(dist_level, annotated_at) AS a_dist_level,
+    argMaxState(motion_trends, annotated_at) AS a_motion_trends,
+    argMaxState(dynamic_ratio, annotated_at) AS a_dynamic_ratio
+FROM spatialvid.clip_annotations_local WHERE success GROUP BY clip_id;
+
+CREATE MATERIALIZED VIEW IF NOT EXISTS spatialvid.clip_latest_clean_annotations_mv ON CLUSTER spatialvid TO spatialvid.clip_latest_local AS
+SELECT clip_id, toUInt64(count()) AS clean_rows,
+    argMaxState(move_dist, annotated_at) AS n_move_dist,
+    argMaxState(rot_angle, annotated_at) AS n_rot_angle,
+    argMaxState(traj_turns, annotated_at) AS n_traj_turns,
+    argMaxState(dist_level, annotated_at) AS n_dist_level,
+    argMaxState(motion_trends, annotated_at) AS n_motion_trends
+FROM spatialvid.clip_annotations_local WHERE success AND NOT ifNull(anomaly, false) GROUP BY clip_id;
+
+CREATE MATERIALIZED VIEW IF NOT EXISTS spatialvid.clip_latest_captions_mv ON CLUSTER spatialvid TO spatialvid.clip_latest_local AS
+SELECT clip_id, toUInt64(count()) AS caption_rows,
+    argMaxState(CAST(scene_type_first, 'String'), captioned_at) AS c_scene_type_first,
+    argMaxState(scene_type_second, captioned_at) AS c_scene_type_second,
+    argMaxState(CAST(time_of_day, 'String'), captioned_at) AS c_time_of_day,
+    argMaxState(CAST(weather, 'String'), captioned_at) AS c_weather,
+    argMaxState(CAST(crowd_density, 'String'), captioned_at) AS c_crowd_density,
+    argMaxState(CAST(lighting, 'String'), captioned_at) AS c_lighting,
+    argMaxState(motion_trends, captioned_at) AS c_motion_trends,
+    argMaxState(if(empty(opt_cam_motion), -1, toInt64(length(splitByWhitespace(opt_cam_motion)))), captioned_at) AS c_opt_cam_motion_words,
+    argMaxState(if(empty(scene_summary), -1, toInt64(length(splitByWhitespace(scene_summary)))), captioned_at) AS c_scene_summary_words,
+    argMaxState(if(empty(shot_immersion), -1, toInt64(length(splitByWhitespace(shot_immersion)))), captioned_at) AS c_shot_immersion_words
+FROM spatialvid.clip_captions_local GROUP BY clip_id;

@@ -45,13 +45,15 @@ def panels(db: str, minutes: int = 60, limit: int = 20, hq_table: str | None = N
         for stage, (table, ts) in STAGE_TABLES.items())
     return {
         "totals": Panel("Totals", f"""
+WITH (SELECT (countIf(score_rows > 0), countIf(ann_rows > 0), countIf(caption_rows > 0))
+      FROM {db}.clip_latest FINAL) AS per_clip  -- distinct clips, kept at insert time
 SELECT
     (SELECT count() FROM {db}.videos) AS videos,
     (SELECT count() FROM {db}.clips) AS clips,
-    (SELECT uniqExact(clip_id) FROM {db}.clip_scores) AS scored,
+    per_clip.1 AS scored,
     (SELECT sum(passed) FROM {db}.pass_rates_minute WHERE filter = 'all') AS passed_all,
-    (SELECT uniqExact(clip_id) FROM {db}.clip_annotations WHERE success) AS annotated,
-    (SELECT uniqExact(clip_id) FROM {db}.clip_captions) AS captioned,
+    per_clip.2 AS annotated,
+    per_clip.3 AS captioned,
     (SELECT count() FROM {db}.deadletters) AS dead_letters"""),
         "pass_rates": Panel("Pass rate per filter (all time)", f"""
 SELECT filter, sum(m.passed) AS passed, sum(m.total) AS total, round(sum(m.passed) / sum(m.total), 4) AS pass_rate
