@@ -80,6 +80,7 @@ class ClickHouseSink:
         # (chDB and librdkafka both release the GIL). Batches stay in order.
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sink-writer")
         self._pending: Future[None] | None = None
+        self._last_merge = time.monotonic()
 
     def drain(self) -> None:
         """Wait for the batch being written; re-raises its error (its offsets stay uncommitted)."""
@@ -144,6 +145,10 @@ class ClickHouseSink:
         self.counters.consumed += len(msgs)
         self.counters.dead_letters += len(dead)
         self.counters.batches += 1
+        if not self.cfg.warehouse.url and time.monotonic() - self._last_merge > self.cfg.sink.merge_every_s:
+            self._last_merge = time.monotonic()
+            with self.lock:
+                self.client.command(f"OPTIMIZE TABLE {self.cfg.warehouse.database}.clip_latest")
 
     def _insert(self, model: type[Record], msgs: list[Message], rows: list[Any]) -> list[DeadLetter]:
         """Insert the rows not stored yet; returns dead letters for rows the table refused."""

@@ -55,10 +55,16 @@ class RuntimeConfig:
 
 @dataclass
 class SinkConfig:
-    """ClickHouse sink batching: flush when either bound is reached."""
+    """ClickHouse sink batching: flush when either bound is reached.
+
+    ``merge_every_s``: how often the owner of an embedded warehouse merges the per-clip
+    latest-state table (``clip_latest``), which the dashboard, statistics and HQ read
+    fast only when merged (a ClickHouse server merges in the background by itself).
+    """
 
     batch_rows: int = 50000
     batch_wait_s: float = 0.5
+    merge_every_s: float = 300.0
 
 
 @dataclass
@@ -149,6 +155,7 @@ class ScoringConfig:
     half: bool = True  # fp16 for the CLIP tower on CUDA
     model_batch: int = 32  # frames per forward pass
     decode_workers: int = 2  # clips decoded at once (each decoder is threaded too)
+    decode_processes: bool = False  # decode in worker processes, not threads (no GIL contention; many-core GPU hosts)
     ocr_threads: int = 2  # onnxruntime threads of the text detector
 
 
@@ -280,7 +287,7 @@ class AnnotateConfig:
     min_registered_share: float = 0.8
     max_gap: int = 2
     min_baseline: float = 0.02
-    min_features: int = 100
+    min_features: int = 300
     camera_model: str = "SIMPLE_PINHOLE"
     max_features: int = 4096
     match_overlap: int = 10
@@ -295,6 +302,7 @@ class AnnotateConfig:
     sam2_checkpoint: str = ""
     sam2_config: str = ""
     release_groups: int = 1000  # clips spread over group_0000 .. group_0999 by a hash of the id
+    megasam_command: str = ""  # backend "megasam": your MegaSaM run, a command with {frames} and {out}
 
 
 @dataclass

@@ -139,3 +139,19 @@ def test_a_row_the_table_refuses_becomes_a_dead_letter(cfg: Config, warehouse) -
         f"SELECT stage, error_class, source_key, error_message FROM {db}.deadletters").result_rows
     assert (stage, cls, key) == ("sink", "RejectedByWarehouse", "v_bad")
     assert "num_frames" in msg
+
+
+def test_the_owner_of_an_embedded_warehouse_merges_the_latest_state_table(cfg: Config, warehouse) -> None:  # type: ignore[no-untyped-def]
+    db = cfg.warehouse.database
+    cfg.sink.merge_every_s = 0.0  # merge after every batch
+    out = RecordProducer(cfg)
+    with SinkThread(cfg, warehouse) as sink:
+        for batch in range(3):
+            for i in range(5):
+                out.send(ScoreRecord(clip_id=f"b{batch}_{i}", video_id="v", model_id="m", model_version="1", passed=True))
+            out.flush()
+            wait_for(lambda: sink.sink.counters.consumed >= 5 * (batch + 1), 60, f"batch {batch} through the sink")
+    parts = warehouse.query("SELECT count() FROM system.parts WHERE database = {db:String} AND table = 'clip_latest' "
+                            "AND active", parameters={"db": db}).result_rows[0][0]
+    assert parts == 1, f"clip_latest has {parts} active parts after three batches"
+    assert warehouse.query(f"SELECT count() FROM {db}.clip_latest").result_rows[0][0] == 15
