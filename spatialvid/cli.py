@@ -46,7 +46,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         inputs.append(str(folder))
         write_samples(folder)
     result = run_pipeline(cfg, inputs, timeout_s=args.timeout, show_progress=not args.quiet,
-                          dashboard_port=args.dashboard)
+                          dashboard_port=args.dashboard, until=args.until)
     if args.json:
         print(json.dumps(result.summary, indent=2))
     else:
@@ -393,9 +393,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     r = sub.add_parser("run", help="run the whole pipeline here (embedded broker and warehouse by default)",
-                       description="Probe the input videos, split them into clips, score every clip and store "
-                       "everything in the warehouse; shows progress per stage and ends with a summary. With no "
-                       "inputs (or --samples) it makes and uses the sample videos.")
+                       description="Probe the input videos, split them into clips, score every clip, annotate the "
+                       "camera geometry of the clips that pass, caption them, and store everything in the warehouse; "
+                       "shows progress per stage and ends with a summary. With no inputs (or --samples) it makes and "
+                       "uses the sample videos.")
     r.add_argument("inputs", nargs="*", help="video files, folders, @list.txt files, or http(s)/file URLs")
     r.add_argument("--samples", action="store_true", help="also process the generated sample videos")
     r.add_argument("--data-dir", help="where the warehouse, artifacts and logs live (default: ./spatialvid-data)")
@@ -403,6 +404,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--json", action="store_true", help="print the summary as JSON")
     r.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     r.add_argument("--dashboard", type=int, metavar="PORT", help="serve the live dashboard on this port while it runs")
+    r.add_argument("--until", choices=("split", "score", "annotate", "caption"), default="caption",
+                   help="last stage to run (default: caption, the whole pipeline; `score` skips the slow "
+                   "geometry on a CPU machine)")
     r.set_defaults(func=cmd_run)
 
     s = sub.add_parser("samples", help="write the sample videos into a folder",
@@ -445,7 +449,7 @@ def build_parser() -> argparse.ArgumentParser:
     pc = sub.add_parser("process", help="run one stage worker against Kafka (needs kafka.bootstrap)",
                         description="Run one worker of a stage's consumer group; start more workers to scale "
                         "(up to the topic's partition count). SIGTERM/Ctrl-C finishes the batch in hand and stops.")
-    pc.add_argument("stage", help="stage name: split, score")
+    pc.add_argument("stage", help="stage name: split, score, annotate, caption")
     pc.set_defaults(func=cmd_process)
 
     sk = sub.add_parser("sink", help="write every topic into ClickHouse (needs kafka.bootstrap)",

@@ -371,7 +371,7 @@ register_model(ModelSpec(
     description="default offline geometry: SIFT, sequential matching, incremental mapping, focal self-calibration; "
                 "CUDA features/matching with the pycolmap-cuda12 wheel",
     requires=("pycolmap",),
-    install='pip install "spatialvid-stream[geometry]"  (GPU: pip install pycolmap-cuda12)',
+    install='pip install spatialvid-stream (pycolmap is a core dependency; GPU: pip install pycolmap-cuda12)',
     device="cuda-preferred",
 ))
 register_model(ModelSpec(

@@ -31,7 +31,8 @@ from spatialvid.sinks.clickhouse import ClickHouseSink
 
 log = logging.getLogger(__name__)
 
-PIPELINE_STAGES = ("split", "score")
+#: The stages of a run, in order; ``run_pipeline(until=...)`` stops after one of them.
+PIPELINE_STAGES = ("split", "score", "annotate", "caption")
 
 
 @contextlib.contextmanager
@@ -64,6 +65,20 @@ class Progress:
     clips_total: int = 0
     clips_arrived: int = 0
     clips_done: int = 0
+    clips_passed: int = 0  # to annotate
+    annotated: int = 0  # annotation rows or annotate dead letters
+    annotated_ok: int = 0  # to caption
+    captioned: int = 0  # caption rows or caption dead letters
+
+    def finished(self, videos: int, stages: Sequence[str]) -> bool:
+        done = self.videos_done >= videos and self.clips_arrived >= self.clips_total
+        if "score" in stages:
+            done = done and self.clips_done >= self.clips_total
+        if "annotate" in stages:
+            done = done and self.annotated >= self.clips_passed
+        if "caption" in stages:
+            done = done and self.captioned >= self.annotated_ok
+        return done
 
 
 PROGRESS_SQL = """
@@ -78,7 +93,17 @@ SELECT
     (SELECT uniqExact(clip_id) FROM {db}.clip_scores WHERE video_id IN {{ids:Array(String)}})
   + (SELECT uniqExact(source_key) FROM {db}.deadletters WHERE stage = 'score' AND source_key IN
            (SELECT clip_id FROM {db}.clips WHERE video_id IN {{ids:Array(String)}})
-       AND source_key NOT IN (SELECT clip_id FROM {db}.clip_scores WHERE video_id IN {{ids:Array(String)}})) AS clips_done
+       AND source_key NOT IN (SELECT clip_id FROM {db}.clip_scores WHERE video_id IN {{ids:Array(String)}})) AS clips_done,
+    (SELECT countIf(passed) FROM {db}.clip_scores_latest WHERE video_id IN {{ids:Array(String)}}) AS clips_passed,
+    (SELECT uniqExact(clip_id) FROM {db}.clip_annotations WHERE video_id IN {{ids:Array(String)}})
+  + (SELECT uniqExact(source_key) FROM {db}.deadletters WHERE stage = 'annotate' AND source_key IN
+           (SELECT clip_id FROM {db}.clips WHERE video_id IN {{ids:Array(String)}})
+       AND source_key NOT IN (SELECT clip_id FROM {db}.clip_annotations WHERE video_id IN {{ids:Array(String)}})) AS annotated,
+    (SELECT uniqExactIf(clip_id, success) FROM {db}.clip_annotations WHERE video_id IN {{ids:Array(String)}}) AS annotated_ok,
+    (SELECT uniqExact(clip_id) FROM {db}.clip_captions WHERE video_id IN {{ids:Array(String)}})
+  + (SELECT uniqExact(source_key) FROM {db}.deadletters WHERE stage = 'caption' AND source_key IN
+           (SELECT clip_id FROM {db}.clips WHERE video_id IN {{ids:Array(String)}})
+       AND source_key NOT IN (SELECT clip_id FROM {db}.clip_captions WHERE video_id IN {{ids:Array(String)}})) AS captioned
 """
 
 
@@ -96,11 +121,13 @@ class RunResult:
 
 
 def run_pipeline(cfg: Config, inputs: Sequence[str], timeout_s: float | None = None, show_progress: bool = True,
-                 dashboard_port: int | None = None) -> RunResult:
-    """Run produce -> split -> score -> sink until every input video is accounted for.
+                 dashboard_port: int | None = None, until: str = "caption") -> RunResult:
+    """Run produce -> split -> score -> annotate -> caption -> sink until every input
+    video is accounted for at the last stage (``until``).
 
     ``dashboard_port``: also serve the live dashboard from this process (0: a free port).
     """
+    stages = PIPELINE_STAGES[: PIPELINE_STAGES.index(until) + 1]
     t0 = time.monotonic()
     log_dir = Path(cfg.data_dir) / "logs"
     with kafka_service(cfg):
@@ -110,12 +137,13 @@ def run_pipeline(cfg: Config, inputs: Sequence[str], timeout_s: float | None = N
         init_schema(client, cfg)
         server = QueryServer(client, cfg, lock).start() if not cfg.warehouse.url else None
         dashboard = _start_dashboard(client, cfg, lock, dashboard_port) if dashboard_port is not None else None
-        workers = [spawn_stage(cfg, s, log_dir) for s in PIPELINE_STAGES]
+        workers = [spawn_stage(cfg, s, log_dir) for s in stages]
         sink = ClickHouseSink(cfg, client, lock)
         bars = {
             name: tqdm(total=0, desc=desc, unit=unit, disable=not show_progress, dynamic_ncols=True, position=i)
             for i, (name, desc, unit) in enumerate(
-                [("produce", "probe  ", "video"), ("split", "split  ", "video"), ("score", "score  ", "clip")])
+                [("produce", "probe   ", "video"), ("split", "split   ", "video"), ("score", "score   ", "clip"),
+                 ("annotate", "annotate", "clip"), ("caption", "caption ", "clip")][: len(stages) + 1])
         }
         produced: dict[str, ProduceStats] = {}
 
@@ -133,7 +161,7 @@ def run_pipeline(cfg: Config, inputs: Sequence[str], timeout_s: float | None = N
         try:
             while True:
                 sink.poll_once()
-                for w, name in zip(workers, PIPELINE_STAGES):
+                for w, name in zip(workers, stages):
                     if w.poll() is not None:
                         raise RuntimeError(f"stage {name} exited with code {w.returncode}; see {log_dir / (name + '.log')}")
                 if "stats" in produced:
@@ -141,10 +169,13 @@ def run_pipeline(cfg: Config, inputs: Sequence[str], timeout_s: float | None = N
                     ids = stats.video_ids
                     progress = read_progress(client, cfg, ids) if ids else Progress()
                     _advance(bars["split"], progress.videos_done + stats.dead_letters)
-                    bars["score"].total = progress.clips_total
-                    _advance(bars["score"], progress.clips_done)
-                    if progress.videos_done >= len(ids) and progress.clips_arrived >= progress.clips_total \
-                            and progress.clips_done >= progress.clips_total:
+                    for name, total, done in (("score", progress.clips_total, progress.clips_done),
+                                              ("annotate", progress.clips_passed, progress.annotated),
+                                              ("caption", progress.annotated_ok, progress.captioned)):
+                        if name in bars:
+                            bars[name].total = total
+                            _advance(bars[name], done)
+                    if progress.finished(len(ids), stages):
                         break
                 elif not thread.is_alive():
                     raise RuntimeError("the producer failed; see the log above")
@@ -215,10 +246,18 @@ def summarize(client: Any, cfg: Config, stats: ProduceStats) -> dict[str, Any]:
         "WHERE source_key IN {{ids:Array(String)}} OR source_key IN "
         "(SELECT clip_id FROM {db}.clips WHERE video_id IN {{ids:Array(String)}}) "
         "GROUP BY stage, error_class ORDER BY count() DESC")
+    annotated, annotated_ok, ann_models = one(
+        "SELECT count(), countIf(success), arrayStringConcat(groupUniqArray(model_version), ', ') "
+        "FROM {db}.clip_annotations FINAL WHERE video_id IN {{ids:Array(String)}}")[0]
+    captions = [{"mode": m, "count": int(n), "llm": llm} for m, n, llm in one(
+        "SELECT caption_mode, count(), arrayStringConcat(groupUniqArray(llm), ', ') FROM {db}.clip_captions FINAL "
+        "WHERE video_id IN {{ids:Array(String)}} GROUP BY caption_mode ORDER BY caption_mode")]
     return {
         "videos": len(stats.video_ids), "videos_rejected_at_probe": stats.dead_letters,
         "clips": int(clips), "clip_hours": float(clip_s or 0) / 3600, "scored": int(scored),
         "passed_all": int(passed_all), "kept_hours": float(kept_s or 0) / 3600, "filters": filters,
+        "annotated": int(annotated), "annotated_ok": int(annotated_ok), "annotation_models": ann_models,
+        "captions": captions,
         "dead_letters": [{"stage": a, "error_class": b, "count": int(c), "example": d} for a, b, c, d in dead],
         "warehouse": cfg.warehouse.url or str(cfg.warehouse_path), "database": db,
         "logs": str(Path(cfg.data_dir) / "logs"),
@@ -243,6 +282,15 @@ def format_summary(s: dict[str, Any], elapsed_s: float) -> str:
     if not_run:
         lines.append(f"  (not run in this configuration: {', '.join(not_run)})")
     lines.append("")
+    if s["annotated"]:
+        lines.append(f"  geometry {s['annotated_ok']} of {s['annotated']} kept clips annotated successfully "
+                     f"({s['annotation_models']})")
+    for c in s["captions"]:
+        what = ("offline: camera-motion text from the geometry; scene fields not generated "
+                "(set [caption] endpoints for a vision/language model)") if c["mode"] == "offline" else c["llm"]
+        lines.append(f"  captions {c['count']} {c['mode']} ({what})")
+    if s["annotated"] or s["captions"]:
+        lines.append("")
     if s["dead_letters"]:
         lines.append("  dead letters (input that could not be processed, with the reason):")
         for d in s["dead_letters"]:

@@ -218,7 +218,7 @@ def test_cli_run_over_sample_videos(sample_videos: dict[str, Path], tmp_path: Pa
     data = tmp_path / "data"
     folder = sample_videos["walk"].parent
     run = subprocess.run([sys.executable, "-m", "spatialvid.cli", "run", str(folder), "--data-dir", str(data),
-                          "--json", "--timeout", "240"], env=env, capture_output=True, text=True, timeout=300)
+                          "--json", "--timeout", "240", "--until", "score"], env=env, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
     summary = json.loads(run.stdout)
     assert summary["videos"] == 3 and summary["clips"] == 4 and summary["scored"] == 4
