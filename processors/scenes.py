@@ -462,9 +462,11 @@ def _fade_candidates(
             mid = (f[i] + f[j] + 1) // 2
             contrast = min(before.max(), after.max()) - level
             cands.append(_Candidate(mid, "fade", span, float(contrast), 3))
-        elif i == 0:
+        # A dark run with nothing brighter after (before) it is no fade in (out): it is a
+        # dark scene, kept as material for the luminance filter to judge.
+        elif i == 0 and bright_after:
             fade_in_end = span[1]
-        elif j == n - 1:
+        elif j == n - 1 and bright_before:
             fade_out_start = span[0]
         i = j + 1
     return cands, fade_in_end, fade_out_start

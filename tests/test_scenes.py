@@ -522,3 +522,14 @@ def test_plan_clips_accepts_a_scene_list(detected: dict) -> None:
         scene = sl.scenes[c.scene_index]
         assert scene.frame_start + 8 <= c.frame_start < c.frame_end <= scene.frame_end - 8
         assert 75 <= c.num_frames <= 375
+
+
+def test_a_video_dark_from_start_to_end_is_a_scene_not_a_fade(tmp_path: Path) -> None:
+    """Night footage is material for the luminance filter to judge, not a fade from black."""
+    from spatialvid.producers.samples import SampleSpec, write_sample
+
+    path = write_sample(tmp_path / "night.mp4", SampleSpec("night", 5.0, 3.0, 0.1, "dark"), width=320, height=180)
+    scenes = detect_scenes(path)
+    assert [(s.lead_in, s.lead_out) for s in scenes.scenes] == [(0, 0)], scenes.scenes
+    clips = plan_clips(scenes, scenes.fps)
+    assert len(clips) == 1 and clips[0].frame_end - clips[0].frame_start >= 3 * scenes.fps, clips
