@@ -249,6 +249,9 @@ def summarize(client: Any, cfg: Config, stats: ProduceStats) -> dict[str, Any]:
     annotated, annotated_ok, ann_models = one(
         "SELECT count(), countIf(success), arrayStringConcat(groupUniqArray(model_version), ', ') "
         "FROM {db}.clip_annotations FINAL WHERE video_id IN {{ids:Array(String)}}")[0]
+    ann_failures = [{"reason": r, "count": int(n)} for r, n in one(
+        "SELECT splitByChar(':', failure_reason)[1] AS reason, count() FROM {db}.clip_annotations FINAL "
+        "WHERE video_id IN {{ids:Array(String)}} AND NOT success GROUP BY reason ORDER BY count() DESC")]
     captions = [{"mode": m, "count": int(n), "llm": llm} for m, n, llm in one(
         "SELECT caption_mode, count(), arrayStringConcat(groupUniqArray(llm), ', ') FROM {db}.clip_captions FINAL "
         "WHERE video_id IN {{ids:Array(String)}} GROUP BY caption_mode ORDER BY caption_mode")]
@@ -257,6 +260,7 @@ def summarize(client: Any, cfg: Config, stats: ProduceStats) -> dict[str, Any]:
         "clips": int(clips), "clip_hours": float(clip_s or 0) / 3600, "scored": int(scored),
         "passed_all": int(passed_all), "kept_hours": float(kept_s or 0) / 3600, "filters": filters,
         "annotated": int(annotated), "annotated_ok": int(annotated_ok), "annotation_models": ann_models,
+        "annotation_failures": ann_failures,
         "captions": captions,
         "dead_letters": [{"stage": a, "error_class": b, "count": int(c), "example": d} for a, b, c, d in dead],
         "warehouse": cfg.warehouse.url or str(cfg.warehouse_path), "database": db,
@@ -285,6 +289,8 @@ def format_summary(s: dict[str, Any], elapsed_s: float) -> str:
     if s["annotated"]:
         lines.append(f"  geometry {s['annotated_ok']} of {s['annotated']} kept clips annotated successfully "
                      f"({s['annotation_models']})")
+        for f in s["annotation_failures"]:
+            lines.append(f"           {f['count']} x not annotated: {f['reason']}")
     for c in s["captions"]:
         what = ("offline: camera-motion text from the geometry; scene fields not generated "
                 "(set [caption] endpoints for a vision/language model)") if c["mode"] == "offline" else c["llm"]
