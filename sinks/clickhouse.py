@@ -127,15 +127,18 @@ class ClickHouseSink:
         for m in msgs:
             groups[self._by_full_topic[m.topic()]].append(m)
         dead: list[DeadLetter] = []
-        with self.lock:
-            for model, group in groups.items():
-                rows = self._codecs[model].decode([m.value() or b"" for m in group])
-                if any(isinstance(r, ValidationError) for r in rows):
-                    bad = [isinstance(r, ValidationError) for r in rows]
-                    dead += [message_dead_letter(STAGE, m, describe_validation_error(r), "MalformedRecord")
-                             for m, r, b in zip(group, rows, bad) if b]
-                    group = [m for m, b in zip(group, bad) if not b]
-                    rows = [r for r, b in zip(rows, bad) if not b]
+        valid: list[tuple[type[Record], list[Message], list[Any]]] = []
+        for model, group in groups.items():
+            rows = self._codecs[model].decode([m.value() or b"" for m in group])
+            if any(isinstance(r, ValidationError) for r in rows):
+                bad = [isinstance(r, ValidationError) for r in rows]
+                dead += [message_dead_letter(STAGE, m, describe_validation_error(r), "MalformedRecord")
+                         for m, r, b in zip(group, rows, bad) if b]
+                group = [m for m, b in zip(group, bad) if not b]
+                rows = [r for r, b in zip(rows, bad) if not b]
+            valid.append((model, group, rows))
+        with self.lock:  # the warehouse client is shared with the query server
+            for model, group, rows in valid:
                 dead += self._insert(model, group, rows)
         for d in dead:
             self._producer.send(d)
