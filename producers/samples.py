@@ -1,9 +1,12 @@
 """Sample videos made on the spot, so the demo and tests need no download.
 
-Each sample is a camera moving over a procedural textured scene (smooth multi-scale
+Four samples are a camera panning over a flat procedural texture (smooth multi-scale
 texture, so the codec keeps it), with a known character: a well-lit walk (passes the
 filters), a night street (too dark), a locked-off tripod shot (too little motion) and
-a whip-pan (too much motion). Encoded with libx264 through PyAV.
+a whip-pan (too much motion). Being flat, they have no parallax, so the geometry stage
+refuses them with that reason. The fifth is a handheld walk through a rendered 3-D room
+(``producers/rendered.py``): it passes the filters and gets camera poses and captions.
+Encoded with libx264 through PyAV.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ class SampleSpec:
     speed_px: float  # camera speed over the texture, pixels per frame at 1280x720
     brightness: float  # multiplies the texture (1.0: mean luminance about 130)
     expect: str  # what the filters should say, for people reading the demo
+    rendered: str = ""  # a camera path of producers/rendered.py: render the 3-D room instead
 
 
 SAMPLES: tuple[SampleSpec, ...] = (
@@ -31,6 +35,8 @@ SAMPLES: tuple[SampleSpec, ...] = (
     SampleSpec("night_street", 12.0, 3.0, 0.1, "too dark: fails luminance (< 20)"),
     SampleSpec("tripod_static", 12.0, 0.0, 0.8, "static camera: fails motion (< 2)"),
     SampleSpec("whip_pan", 12.0, 40.0, 0.8, "very fast pan: fails motion (> 14)"),
+    SampleSpec("room_walk", 5.0, 0.0, 1.0, "handheld walk through a rendered 3-D room: passes, gets camera poses",
+               rendered="handheld"),
 )
 
 
@@ -53,6 +59,11 @@ def texture(height: int, width: int, seed: int, zoom: float = 1.0) -> np.ndarray
 
 def write_sample(path: Path, spec: SampleSpec, width: int = 1280, height: int = 720, fps: int = 24, seed: int = 0) -> Path:
     """Render one sample video to ``path`` (atomically)."""
+    if spec.rendered:
+        from .rendered import render_sequence, write_video
+
+        clip = render_sequence(spec.rendered, width=width, height=height, fps=fps, duration_s=spec.seconds, seed=seed)
+        return write_video(clip.frames, path, fps=fps)
     n = int(round(spec.seconds * fps))
     zoom = width / 1280  # detail and speed are defined at 1280x720
     # Pans wrap around a texture twice the frame width, so any length fits in memory.

@@ -16,7 +16,7 @@ from .config import ConfigError, load_config
 
 EPILOG = """\
 examples:
-  spatialvid samples demo/                 write four sample videos (no download needed)
+  spatialvid samples demo/                 write five sample videos (no download needed)
   spatialvid run demo/                     score them end to end on the embedded broker + warehouse
   spatialvid sql "SELECT * FROM spatialvid.pass_rates"
   spatialvid broker                        a Kafka-protocol broker for multi-process use
@@ -410,8 +410,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.set_defaults(func=cmd_run)
 
     s = sub.add_parser("samples", help="write the sample videos into a folder",
-                       description="Render four short 720p sample videos (no download): one that passes the "
-                       "filters, one too dark, one static, one too fast.")
+                       description="Render five short 720p sample videos (no download): four flat pans (one "
+                       "that passes the filters, one too dark, one static, one too fast) and a handheld walk through "
+                       "a rendered 3-D room, which also gets camera poses.")
     s.add_argument("folder")
     s.set_defaults(func=cmd_samples)
 

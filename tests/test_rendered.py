@@ -55,3 +55,17 @@ def test_ground_truth_shapes_and_moving_object_mask(tmp_path) -> None:  # type: 
 
     with av.open(str(path)) as c:
         assert sum(1 for _ in c.decode(video=0)) == 3
+
+
+def test_the_rendered_sample_is_a_video_of_the_requested_shape(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import av
+
+    from spatialvid.producers.samples import SAMPLES, write_sample
+
+    spec = next(s for s in SAMPLES if s.rendered)
+    short = type(spec)(spec.name, 1.0, spec.speed_px, spec.brightness, spec.expect, rendered=spec.rendered)
+    path = write_sample(tmp_path / "room.mp4", short, width=160, height=96, fps=24)
+    with av.open(str(path)) as c:
+        frames = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+    assert len(frames) == 24 and frames[0].shape == (96, 160, 3)
+    assert frames[0].std() > 10, "the room should be textured, not blank"
