@@ -240,18 +240,23 @@ def cmd_hq(args: argparse.Namespace) -> int:
     return 0
 
 
-def _read_access(cfg: Any):  # type: ignore[no-untyped-def]
-    """(query function, closer): through the owner or server when there is one, else owned here."""
-    from .warehouse import _live_owner
+def _read_access(cfg: Any, serve_sql: bool = False):  # type: ignore[no-untyped-def]
+    """(query function, closer): through the owner or server when there is one, else owned
+    here (and, with ``serve_sql``, answering `spatialvid sql` from other processes meanwhile)."""
+    from .dashboard import embedded_query, remote_query
+    from .warehouse import QueryServer, _live_owner
 
     if cfg.warehouse.url or _live_owner(cfg.warehouse_path) is not None:
-        from .dashboard import remote_query
-
         return remote_query(cfg), lambda: None
-    from .dashboard import embedded_query
+    client, lock = _owned_client(cfg), threading.Lock()
+    server = QueryServer(client, cfg, lock).start() if serve_sql else None
 
-    client = _owned_client(cfg)
-    return embedded_query(client, threading.Lock()), client.close
+    def close() -> None:
+        if server:
+            server.stop()
+        client.close()
+
+    return embedded_query(client, lock), close
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
@@ -278,20 +283,9 @@ def cmd_stats(args: argparse.Namespace) -> int:
 def cmd_dashboard(args: argparse.Namespace) -> int:
     from .dashboard import DashboardServer
     from .runtime import StopFlag
-    from .warehouse import QueryServer, _live_owner
 
     cfg = _cfg(args)
-    server = None
-    if cfg.warehouse.url or _live_owner(cfg.warehouse_path) is not None:
-        from .dashboard import remote_query
-
-        query, close = remote_query(cfg), (lambda: None)
-    else:  # nobody owns the embedded warehouse: own it, and answer `spatialvid sql` too
-        from .dashboard import embedded_query
-
-        client, lock = _owned_client(cfg), threading.Lock()
-        server = QueryServer(client, cfg, lock).start()
-        query, close = embedded_query(client, lock), client.close
+    query, close = _read_access(cfg, serve_sql=True)
     dash = DashboardServer(query, cfg, host=args.host, port=args.port).start()
     print(f"dashboard on {dash.url} (Ctrl-C stops it)", flush=True)
     stop = StopFlag()
@@ -301,8 +295,6 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
             threading.Event().wait(0.5)
     finally:
         dash.stop()
-        if server:
-            server.stop()
         close()
     return 0
 
