@@ -81,29 +81,28 @@ class Progress:
         return done
 
 
-PROGRESS_SQL = """
+def _clips_done_sql(table: str, stage: str) -> str:
+    """Clips of the run that ``stage`` has finished: a row in ``table`` or a dead letter."""
+    return (f"(SELECT uniqExact(clip_id) FROM {{db}}.{table} WHERE video_id IN {{{{ids:Array(String)}}}})"
+            f" + (SELECT uniqExact(source_key) FROM {{db}}.deadletters WHERE stage = '{stage}' AND source_key IN "
+            f"(SELECT clip_id FROM {{db}}.clips WHERE video_id IN {{{{ids:Array(String)}}}}) AND source_key NOT IN "
+            f"(SELECT clip_id FROM {{db}}.{table} WHERE video_id IN {{{{ids:Array(String)}}}}))")
+
+
+PROGRESS_SQL = f"""
 SELECT
-    (SELECT uniqExact(video_id) FROM {db}.clips WHERE video_id IN {{ids:Array(String)}})
-  + (SELECT uniqExact(source_key) FROM {db}.deadletters
-     WHERE source_key IN {{ids:Array(String)}} AND source_key NOT IN
-           (SELECT video_id FROM {db}.clips WHERE video_id IN {{ids:Array(String)}})) AS videos_done,
-    (SELECT sum(n) FROM (SELECT any(num_clips) AS n FROM {db}.clips
-     WHERE video_id IN {{ids:Array(String)}} GROUP BY video_id)) AS clips_total,
-    (SELECT uniqExact(clip_id) FROM {db}.clips WHERE video_id IN {{ids:Array(String)}}) AS clips_arrived,
-    (SELECT uniqExact(clip_id) FROM {db}.clip_scores WHERE video_id IN {{ids:Array(String)}})
-  + (SELECT uniqExact(source_key) FROM {db}.deadletters WHERE stage = 'score' AND source_key IN
-           (SELECT clip_id FROM {db}.clips WHERE video_id IN {{ids:Array(String)}})
-       AND source_key NOT IN (SELECT clip_id FROM {db}.clip_scores WHERE video_id IN {{ids:Array(String)}})) AS clips_done,
-    (SELECT countIf(passed) FROM {db}.clip_scores_latest WHERE video_id IN {{ids:Array(String)}}) AS clips_passed,
-    (SELECT uniqExact(clip_id) FROM {db}.clip_annotations WHERE video_id IN {{ids:Array(String)}})
-  + (SELECT uniqExact(source_key) FROM {db}.deadletters WHERE stage = 'annotate' AND source_key IN
-           (SELECT clip_id FROM {db}.clips WHERE video_id IN {{ids:Array(String)}})
-       AND source_key NOT IN (SELECT clip_id FROM {db}.clip_annotations WHERE video_id IN {{ids:Array(String)}})) AS annotated,
-    (SELECT uniqExactIf(clip_id, success) FROM {db}.clip_annotations WHERE video_id IN {{ids:Array(String)}}) AS annotated_ok,
-    (SELECT uniqExact(clip_id) FROM {db}.clip_captions WHERE video_id IN {{ids:Array(String)}})
-  + (SELECT uniqExact(source_key) FROM {db}.deadletters WHERE stage = 'caption' AND source_key IN
-           (SELECT clip_id FROM {db}.clips WHERE video_id IN {{ids:Array(String)}})
-       AND source_key NOT IN (SELECT clip_id FROM {db}.clip_captions WHERE video_id IN {{ids:Array(String)}})) AS captioned
+    (SELECT uniqExact(video_id) FROM {{db}}.clips WHERE video_id IN {{{{ids:Array(String)}}}})
+  + (SELECT uniqExact(source_key) FROM {{db}}.deadletters
+     WHERE source_key IN {{{{ids:Array(String)}}}} AND source_key NOT IN
+           (SELECT video_id FROM {{db}}.clips WHERE video_id IN {{{{ids:Array(String)}}}})) AS videos_done,
+    (SELECT sum(n) FROM (SELECT any(num_clips) AS n FROM {{db}}.clips
+     WHERE video_id IN {{{{ids:Array(String)}}}} GROUP BY video_id)) AS clips_total,
+    (SELECT uniqExact(clip_id) FROM {{db}}.clips WHERE video_id IN {{{{ids:Array(String)}}}}) AS clips_arrived,
+    {_clips_done_sql("clip_scores", "score")} AS clips_done,
+    (SELECT countIf(passed) FROM {{db}}.clip_scores_latest WHERE video_id IN {{{{ids:Array(String)}}}}) AS clips_passed,
+    {_clips_done_sql("clip_annotations", "annotate")} AS annotated,
+    (SELECT uniqExactIf(clip_id, success) FROM {{db}}.clip_annotations WHERE video_id IN {{{{ids:Array(String)}}}}) AS annotated_ok,
+    {_clips_done_sql("clip_captions", "caption")} AS captioned
 """
 
 
