@@ -35,9 +35,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from spatialvid.config import Config
-from spatialvid.stats import check_table
-
-QueryFn = Callable[[str, dict[str, Any] | None], dict[str, Any]]
+from spatialvid.stats import QueryFn, check_table
 
 #: Warehouse column (snake_case) -> released metadata column name.
 RELEASED_COLUMNS: dict[str, str] = {
@@ -303,13 +301,12 @@ def export(query: QueryFn, cfg: Config, out_dir: str | os.PathLike[str], table: 
             })
     finally:
         manifest.close()
-    _write_metadata(out, meta, parquet)
+    metadata = _write_metadata(out, meta, parquet)
     summary = {
         "selection": table, "database": db, "clips": result.clips, "group_size": group_size,
         "files": len(manifest.entries), "bytes": sum(e["bytes"] for e in manifest.entries.values()),
         "missing": result.missing,
-        "metadata": {name: {"bytes": (out / name).stat().st_size, "sha256": _sha256_file(out / name)}
-                     for name in ("metadata.csv", "metadata.parquet") if (out / name).exists()},
+        "metadata": metadata,
         "columns": RELEASED_COLUMNS,
     }
     (out / "manifest.json").write_text(json.dumps(summary, indent=2))
@@ -323,20 +320,25 @@ def _depth_uri(annotation_dir: str) -> str | None:
     return "/".join(parts[:-3] + ["depths", parts[-2], parts[-1] + ".zip"])
 
 
-def _write_metadata(out: Path, meta: list[dict[str, Any]], parquet: bool) -> None:
+def _write_metadata(out: Path, meta: list[dict[str, Any]], parquet: bool) -> dict[str, dict[str, Any]]:
+    """Write ``metadata.csv`` (and ``metadata.parquet``); returns name -> bytes and sha256."""
+    written: dict[str, dict[str, Any]] = {}
     cols = list(RELEASED_COLUMNS)
     buf = io.StringIO()
     w = csv.writer(buf)
     w.writerow([RELEASED_COLUMNS[c] for c in cols])
     for m in meta:
         w.writerow(["" if m.get(c) is None else m.get(c) for c in cols])
-    _atomic_from(out / "metadata.csv", lambda tmp: tmp.write_text(buf.getvalue()))
+    size, sha = _atomic_from(out / "metadata.csv", lambda tmp: tmp.write_text(buf.getvalue()))
+    written["metadata.csv"] = {"bytes": size, "sha256": sha}
     if parquet:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
         tbl = pa.table({RELEASED_COLUMNS[c]: [m.get(c) for m in meta] for c in cols})
-        _atomic_from(out / "metadata.parquet", lambda tmp: pq.write_table(tbl, tmp))
+        size, sha = _atomic_from(out / "metadata.parquet", lambda tmp: pq.write_table(tbl, tmp))
+        written["metadata.parquet"] = {"bytes": size, "sha256": sha}
+    return written
 
 
 def verify_export(out_dir: str | os.PathLike[str]) -> list[str]:

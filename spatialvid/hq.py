@@ -271,19 +271,6 @@ def _per_value(client: Client, table: str, attrs: Sequence[str]) -> tuple[dict[s
     return counts, hours
 
 
-def _hours_by_value(client: Client, sql_from: str, attrs: Sequence[str], params: dict[str, Any]) -> dict[str, dict[str, float]]:
-    if not attrs:
-        return {}
-    pairs = ", ".join(f"('{a}', toString(tag_{a}))" for a in attrs)
-    rows = client.query(
-        f"SELECT kv.1, kv.2, sum(duration_s) FROM {sql_from} ARRAY JOIN [{pairs}] AS kv GROUP BY kv",
-        parameters=params).result_rows
-    out: dict[str, dict[str, float]] = {a: {} for a in attrs}
-    for a, v, secs in rows:
-        out[a][str(v)] = float(secs) / 3600.0
-    return out
-
-
 def _select_from_work(client: Client, cfg: Config, cand: str, work: str, attrs: list[str],
                       before: dict[str, dict[str, float]], target_s: float, seed: int, name: str,
                       hours: float) -> HQResult:
@@ -320,9 +307,8 @@ def _select_from_work(client: Client, cfg: Config, cand: str, work: str, attrs: 
         f"SELECT ifNull(max(version), 0) + 1 FROM {db}.hq_selections WHERE name = {{name:String}}",
         parameters={"name": name}).result_rows[0][0]) if _has_registry(client, db) else 1
     table = f"{db}.hq_{name}_v{version}"
-    keep = [c for c in ("clip_id", "video_id", "duration_s", "aesthetic", "luminance_mean", "ocr_ratio", "motion",
-                        "move_dist", "rot_angle", "traj_turns", "dist_level")]
-    keep += [f"tag_{a}" for a in attrs]
+    keep = ["clip_id", "video_id", "duration_s", "aesthetic", "luminance_mean", "ocr_ratio", "motion",
+            "move_dist", "rot_angle", "traj_turns", "dist_level"] + [f"tag_{a}" for a in attrs]
     client.command(f"""
 CREATE TABLE {table} ENGINE = MergeTree ORDER BY clip_id AS
 SELECT {', '.join(f'c.{k} AS {k}' for k in keep)}, w.priority AS priority FROM {cand} AS c INNER JOIN (
@@ -334,7 +320,7 @@ SELECT {', '.join(f'c.{k} AS {k}' for k in keep)}, w.priority AS priority FROM {
 ) AS w ON w.clip_id = c.clip_id""", parameters={**quota_params, "target": target_s})
     client.command(f"CREATE OR REPLACE VIEW {db}.hq_{name} AS SELECT * FROM {table}")
     n_sel, sel_s = client.query(f"SELECT count(), sum(duration_s) FROM {table}").result_rows[0]
-    after = _hours_by_value(client, table, attrs, {})
+    after = _per_value(client, table, attrs)[1]
     dists = [Distribution(a, before[a], after[a],
                           {v: min(h, caps[a] * slack / 3600.0) for v, h in before[a].items()}) for a in attrs]
     result = HQResult(name=name, version=version, table=table, view=f"{db}.hq_{name}", seed=seed,
@@ -353,11 +339,10 @@ def _register(client: Client, cfg: Config, r: HQResult) -> None:
     db = cfg.warehouse.database
     client.command(create_table_sql(HQSelectionRecord, db))
     hq_cfg = {k: getattr(cfg.hq, k) for k in cfg.hq.__dataclass_fields__}
-    rec = HQSelectionRecord(name=r.name, version=r.version, table_name=r.table, seed=r.seed,
-                            target_hours=r.target_hours, selected_hours=r.selected_hours, clips=r.clips,
-                            candidates=r.candidates, candidate_hours=r.candidate_hours, slack=r.slack,
-                            config_json=json.dumps(hq_cfg, sort_keys=True), created_at=utcnow())
     cols = list(HQSelectionRecord.model_fields)
+    # The record is the result's run fields plus where it was written and with what config.
+    rec = HQSelectionRecord(**{c: getattr(r, c) for c in cols if c in HQResult.__dataclass_fields__},
+                            table_name=r.table, config_json=json.dumps(hq_cfg, sort_keys=True), created_at=utcnow())
     client.insert(f"{db}.hq_selections", [[getattr(rec, c) for c in cols]], column_names=cols)
 
 

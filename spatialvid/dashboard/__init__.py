@@ -14,6 +14,7 @@ Endpoints: ``/`` (the page), ``/static/*``, ``/api/panels``, ``/api/lag``,
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import tempfile
@@ -25,13 +26,13 @@ from pathlib import Path
 from typing import Any, Callable
 
 from spatialvid.config import Config
+from spatialvid.stats import QueryFn
 
 from .queries import Panel, artifacts_sql, hq_view_sql, panels
 
 log = logging.getLogger(__name__)
 
 STATIC = Path(__file__).with_name("static")
-QueryFn = Callable[[str, dict[str, Any] | None], dict[str, Any]]
 _TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript", ".css": "text/css", ".png": "image/png"}
 
 
@@ -94,6 +95,8 @@ class DashboardServer:
         self._lag: tuple[float, list[dict[str, Any]]] = (0.0, [])
         self._lag_lock = threading.Lock()
         self._png_dir = Path(tempfile.mkdtemp(prefix="spatialvid-dashboard-"))
+        # The panels' SQL depends only on whether the HQ view exists: built once per case.
+        self._panels: dict[str | None, dict[str, Panel]] = {}
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -169,20 +172,21 @@ class DashboardServer:
         return f"{self.db}.{name}" if rows and int(rows[0][0]) else None
 
     def current_panels(self) -> dict[str, Panel]:
-        d = self.cfg.dashboard
-        return panels(self.db, minutes=d.window_minutes, hq_table=self.hq_table())
+        hq = self.hq_table()
+        if hq not in self._panels:
+            self._panels[hq] = panels(self.db, minutes=self.cfg.dashboard.window_minutes, hq_table=hq)
+        return self._panels[hq]
 
     def panels_payload(self) -> dict[str, Any]:
         """Every panel's title, SQL, parameters, columns and rows, plus the lag table."""
         out: dict[str, Any] = {}
         t0 = time.perf_counter()
         for name, p in self.current_panels().items():
+            out[name] = {"title": p.title, "kind": p.kind, "sql": p.sql, "params": p.params}
             try:
-                res = self.query(p.sql, p.params)
-                out[name] = {"title": p.title, "kind": p.kind, "sql": p.sql, "params": p.params, **res}
+                out[name].update(self.query(p.sql, p.params))
             except Exception as exc:
-                out[name] = {"title": p.title, "kind": p.kind, "sql": p.sql, "params": p.params,
-                             "error": str(exc).splitlines()[0] if str(exc) else type(exc).__name__}
+                out[name]["error"] = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         return {"database": self.db, "refresh_s": self.cfg.dashboard.refresh_s, "generated_at": time.time(),
                 "query_s": round(time.perf_counter() - t0, 4), "panels": out, "lag": self.lag()}
 
@@ -200,13 +204,13 @@ class DashboardServer:
 
     def trajectory_png(self, clip_id: str) -> Path | None:
         """Render (once) the trajectory of ``clip_id`` from its annotation folder."""
+        if not clip_id:
+            return None
         rows = self.query(artifacts_sql(self.db), {"clip": clip_id})["rows"]
-        if not clip_id or not rows or not rows[0][0]:
+        if not rows or not rows[0][0]:
             return None
         from spatialvid.processors.geometry.plot import render_trajectory
         from spatialvid.sinks.release import read_clip_annotations
-
-        import hashlib
 
         uri = str(rows[0][0])
         out = self._png_dir / (hashlib.sha1(f"{clip_id}\x1f{uri}".encode()).hexdigest() + ".png")
