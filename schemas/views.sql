@@ -84,7 +84,7 @@ CREATE TABLE IF NOT EXISTS {db}.clip_latest (
     c_crowd_density AggregateFunction(argMax, String, DateTime64(3, 'UTC')),
     c_lighting AggregateFunction(argMax, String, DateTime64(3, 'UTC')),
     c_motion_trends AggregateFunction(argMax, Array(String), DateTime64(3, 'UTC')),
-    -- words of the caption text (length(splitByWhitespace(text))), -1 when it is empty
+    -- words of the caption text (the record's *_words, counted once by the model), -1 when it is empty
     c_opt_cam_motion_words AggregateFunction(argMax, Int64, DateTime64(3, 'UTC')),
     c_scene_summary_words AggregateFunction(argMax, Int64, DateTime64(3, 'UTC')),
     c_shot_immersion_words AggregateFunction(argMax, Int64, DateTime64(3, 'UTC'))
@@ -132,9 +132,9 @@ SELECT clip_id, toUInt64(count()) AS caption_rows,
     argMaxState(CAST(crowd_density, 'String'), captioned_at) AS c_crowd_density,
     argMaxState(CAST(lighting, 'String'), captioned_at) AS c_lighting,
     argMaxState(motion_trends, captioned_at) AS c_motion_trends,
-    argMaxState(if(empty(opt_cam_motion), -1, toInt64(length(splitByWhitespace(opt_cam_motion)))), captioned_at) AS c_opt_cam_motion_words,
-    argMaxState(if(empty(scene_summary), -1, toInt64(length(splitByWhitespace(scene_summary)))), captioned_at) AS c_scene_summary_words,
-    argMaxState(if(empty(shot_immersion), -1, toInt64(length(splitByWhitespace(shot_immersion)))), captioned_at) AS c_shot_immersion_words
+    argMaxState(if(empty(opt_cam_motion), -1, toInt64(opt_cam_motion_words)), captioned_at) AS c_opt_cam_motion_words,
+    argMaxState(if(empty(scene_summary), -1, toInt64(scene_summary_words)), captioned_at) AS c_scene_summary_words,
+    argMaxState(if(empty(shot_immersion), -1, toInt64(shot_immersion_words)), captioned_at) AS c_shot_immersion_words
 FROM {db}.clip_captions GROUP BY clip_id;
 
 -- A warehouse created before clip_latest existed: fill it once from the record tables
@@ -163,7 +163,7 @@ SELECT clip_id, toUInt64(count()), argMaxState(CAST(scene_type_first, 'String'),
     argMaxState(scene_type_second, captioned_at), argMaxState(CAST(time_of_day, 'String'), captioned_at),
     argMaxState(CAST(weather, 'String'), captioned_at), argMaxState(CAST(crowd_density, 'String'), captioned_at),
     argMaxState(CAST(lighting, 'String'), captioned_at), argMaxState(motion_trends, captioned_at),
-    argMaxState(if(empty(opt_cam_motion), -1, toInt64(length(splitByWhitespace(opt_cam_motion)))), captioned_at),
-    argMaxState(if(empty(scene_summary), -1, toInt64(length(splitByWhitespace(scene_summary)))), captioned_at),
-    argMaxState(if(empty(shot_immersion), -1, toInt64(length(splitByWhitespace(shot_immersion)))), captioned_at)
+    argMaxState(if(empty(opt_cam_motion), -1, toInt64(opt_cam_motion_words)), captioned_at),
+    argMaxState(if(empty(scene_summary), -1, toInt64(scene_summary_words)), captioned_at),
+    argMaxState(if(empty(shot_immersion), -1, toInt64(shot_immersion_words)), captioned_at)
 FROM {db}.clip_captions WHERE (SELECT count() FROM {db}.clip_latest WHERE caption_rows > 0) = 0 GROUP BY clip_id;

@@ -92,7 +92,7 @@ def latest_groupby_sql(db: str, source: str) -> str:
     def expr(c: str) -> str:
         if c.endswith("_words"):
             f = c[: -len("_words")]
-            return f"if(empty({f}), -1, toInt64(length(splitByWhitespace({f}))))"
+            return f"if(empty({f}), -1, toInt64({c}))"  # the record counts its words once
         return c
 
     return (f"(SELECT clip_id, {', '.join(f'argMax({expr(c)}, {ts}) AS {c}' for c in cols)} "

@@ -326,7 +326,7 @@ SELECT clip_id, toUInt64(count()) AS caption_rows,
     argMaxState(CAST(crowd_density, 'String'), captioned_at) AS c_crowd_density,
     argMaxState(CAST(lighting, 'String'), captioned_at) AS c_lighting,
     argMaxState(motion_trends, captioned_at) AS c_motion_trends,
-    argMaxState(if(empty(opt_cam_motion), -1, toInt64(length(splitByWhitespace(opt_cam_motion)))), captioned_at) AS c_opt_cam_motion_words,
-    argMaxState(if(empty(scene_summary), -1, toInt64(length(splitByWhitespace(scene_summary)))), captioned_at) AS c_scene_summary_words,
-    argMaxState(if(empty(shot_immersion), -1, toInt64(length(splitByWhitespace(shot_immersion)))), captioned_at) AS c_shot_immersion_words
+    argMaxState(if(empty(opt_cam_motion), -1, toInt64(opt_cam_motion_words)), captioned_at) AS c_opt_cam_motion_words,
+    argMaxState(if(empty(scene_summary), -1, toInt64(scene_summary_words)), captioned_at) AS c_scene_summary_words,
+    argMaxState(if(empty(shot_immersion), -1, toInt64(shot_immersion_words)), captioned_at) AS c_shot_immersion_words
 FROM spatialvid.clip_captions_local GROUP BY clip_id;
