@@ -266,16 +266,11 @@ def encode_dyn_masks(masks: ArrayLike) -> bytes:
     return buf.getvalue()
 
 
-def _dyn_mask_parts(data: bytes) -> tuple[int, tuple[int, int], Any]:
-    npz = np.load(io.BytesIO(data), allow_pickle=False)
-    h, w = (int(v) for v in npz["shape"])
-    n = (len(npz.files) - 1) // 3
-    return n, (h, w), npz
-
-
 def decode_dyn_masks(data: bytes) -> NDArray[np.bool_]:
     """Boolean masks ``(N, H, W)`` from ``dyn_masks.npz`` bytes."""
-    n, (h, w), npz = _dyn_mask_parts(data)
+    npz = np.load(io.BytesIO(data), allow_pickle=False)
+    h, w = (int(v) for v in npz["shape"])
+    n = (len(npz.files) - 1) // 3  # three arrays per frame, plus "shape"
     out = np.zeros((n, h, w), dtype=bool)
     for i in range(n):
         indptr = npz[f"f_{i}_indptr"]
@@ -389,8 +384,9 @@ def read_clip_annotations(
     poses = _npy_load(_read(_join(base, POSES)))
     intrinsics = _npy_load(_read(_join(base, INTRINSICS)))
     extr_path = _join(base, EXTRINSICS)
-    extrinsics = _npy_load(_read(extr_path)) if _exists(extr_path) else None
-    if extrinsics is None:
+    if _exists(extr_path):
+        extrinsics = _npy_load(_read(extr_path))
+    else:
         from spatialvid.processors.geometry.poses import poses7_to_c2w
 
         extrinsics = poses7_to_c2w(poses)

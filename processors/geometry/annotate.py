@@ -47,9 +47,7 @@ def make_backend(cfg: AnnotateConfig) -> GeometryBackend:
     """The configured geometry backend, with its options from ``[annotate]``."""
     cls = get_backend(cfg.backend)
     if cfg.backend == "megasam":
-        from .backends.megasam import MegaSamBackend
-
-        return MegaSamBackend(command=cfg.megasam_command)
+        return cls(command=cfg.megasam_command)  # type: ignore[call-arg]
     opts = ColmapOptions(camera_model=cfg.camera_model, max_features=cfg.max_features, overlap=cfg.match_overlap,
                          num_threads=cfg.threads, device=cfg.device, min_registered_share=cfg.min_registered_share,
                          max_gap=cfg.max_gap, min_baseline=cfg.min_baseline, min_features=cfg.min_features,

@@ -38,7 +38,7 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 
-from .poses import poses7_to_w2c
+from .poses import intrinsics_matrix, poses7_to_w2c
 
 __all__ = [
     "MaskConfig",
@@ -88,10 +88,6 @@ def _skew(t: NDArray[np.float64]) -> NDArray[np.float64]:
     return np.array([[0, -t[2], t[1]], [t[2], 0, -t[0]], [-t[1], t[0], 0]])
 
 
-def _K(k: NDArray[np.float64]) -> NDArray[np.float64]:
-    return np.array([[k[0], 0, k[2]], [0, k[1], k[3]], [0, 0, 1.0]])
-
-
 def motion_probability(
     a: NDArray[np.uint8],
     b: NDArray[np.uint8],
@@ -115,7 +111,7 @@ def motion_probability(
     hs, ws = a_s.shape[:2]
     f = flow(a_s, b_s).astype(np.float64)
     scale = np.array([s, s, s, s])
-    Ka, Kb = _K(np.asarray(K_a) * scale), _K(np.asarray(K_b) * scale)
+    Ka, Kb = intrinsics_matrix(np.asarray(K_a) * scale), intrinsics_matrix(np.asarray(K_b) * scale)
     Ta, Tb = poses7_to_w2c(pose_a), poses7_to_w2c(pose_b)
     R = Tb[:, :3] @ Ta[:, :3].T  # camera a -> camera b
     t = Tb[:, 3] - R @ Ta[:, 3]

@@ -291,6 +291,17 @@ def survey_pairs(frames: NDArray[np.uint8], max_pairs: int = 12, work_width: int
         return cache[i]
 
     matcher = cv2.BFMatcher(cv2.NORM_L2)
+
+    def matched_points(i: int, j: int) -> tuple[NDArray[np.float32], NDArray[np.float32]] | None:
+        """Ratio-test SIFT matches between samples i and j, or None with fewer than 30."""
+        (k1, d1), (k2, d2) = feats(i), feats(j)
+        if d1 is None or d2 is None or len(k1) < 30 or len(k2) < 30:
+            return None
+        good = [m for m, m2 in (p for p in matcher.knnMatch(d1, d2, k=2) if len(p) == 2) if m.distance < 0.8 * m2.distance]
+        if len(good) < 30:
+            return None
+        return np.float32([k1[m.queryIdx].pt for m in good]), np.float32([k2[m.trainIdx].pt for m in good])
+
     Fs: list[NDArray[np.float64]] = []
     wts: list[float] = []
     shares: list[float] = []
@@ -301,14 +312,10 @@ def survey_pairs(frames: NDArray[np.uint8], max_pairs: int = 12, work_width: int
             j = min(n - 1, i + g)
             if j <= i:
                 continue
-            (k1, d1), (k2, d2) = feats(int(i)), feats(int(j))
-            if d1 is None or d2 is None or len(k1) < 30 or len(k2) < 30:
+            pts = matched_points(int(i), int(j))
+            if pts is None:
                 continue
-            good = [m for m, m2 in (p for p in matcher.knnMatch(d1, d2, k=2) if len(p) == 2) if m.distance < 0.8 * m2.distance]
-            if len(good) < 30:
-                continue
-            p1 = np.float32([k1[m.queryIdx].pt for m in good])
-            p2 = np.float32([k2[m.trainIdx].pt for m in good])
+            p1, p2 = pts
             F, inl = cv2.findFundamentalMat(p1, p2, cv2.FM_RANSAC, 1.0, 0.999)
             if F is None or F.shape != (3, 3) or inl is None or inl.sum() < 30:
                 continue
@@ -321,14 +328,10 @@ def survey_pairs(frames: NDArray[np.uint8], max_pairs: int = 12, work_width: int
         j = min(n - 1, int(i) + gap)
         if j <= i:
             continue
-        (k1, d1), (k2, d2) = feats(int(i)), feats(j)
-        if d1 is None or d2 is None or len(k1) < 30 or len(k2) < 30:
+        pts = matched_points(int(i), j)
+        if pts is None:
             continue
-        good = [m for m, m2 in (p for p in matcher.knnMatch(d1, d2, k=2) if len(p) == 2) if m.distance < 0.8 * m2.distance]
-        if len(good) < 30:
-            continue
-        p1 = np.float32([k1[m.queryIdx].pt for m in good])
-        p2 = np.float32([k2[m.trainIdx].pt for m in good])
+        p1, p2 = pts
         _, fin = cv2.findFundamentalMat(p1, p2, cv2.FM_RANSAC, 1.0, 0.999)
         _, hin = cv2.findHomography(p1, p2, cv2.RANSAC, 2.0)
         if fin is not None and hin is not None and fin.sum() >= 30:
