@@ -26,9 +26,10 @@ Used by the geometry tests (low resolution, few frames) and ``bench/bench_geomet
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -429,19 +430,23 @@ def render_sequence(
                         idx, float(fps))
 
 
-def write_video(frames: NDArray[np.uint8], path: str | os.PathLike[str], fps: float = 30.0, crf: int = 16) -> Path:
-    """Encode RGB frames ``(N, H, W, 3)`` as H.264 MP4 (PyAV, libx264), atomically."""
+def write_video(frames: Iterable[NDArray[np.uint8]], path: str | os.PathLike[str], fps: float = 30.0,
+                crf: int = 16) -> Path:
+    """Encode RGB frames (an ``(N, H, W, 3)`` array or any iterable of ``(H, W, 3)`` frames,
+    so a long video need not be held in memory) as H.264 MP4 (PyAV, libx264), atomically."""
     import av
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.part-{os.getpid()}")
-    h, w = frames.shape[1:3]
+    frames = iter(frames)
+    first = next(frames)
+    h, w = first.shape[:2]
     with av.open(str(tmp), "w", format="mp4") as out:
         stream = out.add_stream("libx264", rate=int(round(fps)))
         stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
         stream.options = {"preset": "veryfast", "crf": str(crf)}
-        for img in frames:
+        for img in itertools.chain([first], frames):
             for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24")):
                 out.mux(packet)
         for packet in stream.encode():

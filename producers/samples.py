@@ -12,10 +12,10 @@ Encoded with libx264 through PyAV.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import av
 import cv2
 import numpy as np
 
@@ -59,33 +59,24 @@ def texture(height: int, width: int, seed: int, zoom: float = 1.0) -> np.ndarray
 
 def write_sample(path: Path, spec: SampleSpec, width: int = 1280, height: int = 720, fps: int = 24, seed: int = 0) -> Path:
     """Render one sample video to ``path`` (atomically)."""
-    if spec.rendered:
-        from .rendered import render_sequence, write_video
+    from .rendered import render_sequence, write_video
 
+    if spec.rendered:
         clip = render_sequence(spec.rendered, width=width, height=height, fps=fps, duration_s=spec.seconds, seed=seed)
         return write_video(clip.frames, path, fps=fps)
-    n = int(round(spec.seconds * fps))
     zoom = width / 1280  # detail and speed are defined at 1280x720
     # Pans wrap around a texture twice the frame width, so any length fits in memory.
     world = texture(height, 2 * width, seed, zoom)
     world = np.concatenate([world, world[:, :width]], axis=1)
-    tmp = path.with_name(f".{path.name}.part-{os.getpid()}")
-    with av.open(str(tmp), "w", format="mp4") as out:
-        stream = out.add_stream("libx264", rate=fps)
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        stream.options = {"preset": "veryfast", "crf": "20"}
-        for i in range(n):
+
+    def frames() -> Iterator[np.ndarray]:
+        for i in range(int(round(spec.seconds * fps))):
             x = (spec.speed_px * zoom * i) % (2 * width)
             m = np.float32([[1, 0, -x], [0, 1, 0]])
             frame = cv2.warpAffine(world, m, (width, height), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_WRAP)
-            if spec.brightness != 1.0:
-                frame = cv2.convertScaleAbs(frame, alpha=spec.brightness)
-            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
-                out.mux(packet)
-        for packet in stream.encode():
-            out.mux(packet)
-    os.replace(tmp, path)
-    return path
+            yield cv2.convertScaleAbs(frame, alpha=spec.brightness) if spec.brightness != 1.0 else frame
+
+    return write_video(frames(), path, fps=fps, crf=20)
 
 
 def write_samples(folder: str | os.PathLike[str], specs: tuple[SampleSpec, ...] = SAMPLES, **kw: int) -> list[Path]:
