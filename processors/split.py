@@ -83,7 +83,7 @@ class SplitStage(Stage[VideoRecord]):
             from .transcode import pick_encoder
 
             # Fail at start, not per clip, when no encoder works; logs which one is used.
-            self.encoder = pick_encoder(self.cfg.transcode.codec, self.cfg.transcode.encoder)
+            pick_encoder(self.cfg.transcode.codec, self.cfg.transcode.encoder)
 
     def process_batch(self, items: Sequence[VideoRecord]) -> list[Result]:
         if not hasattr(self, "scenes"):  # used as a library without setup()

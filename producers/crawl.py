@@ -102,10 +102,7 @@ def prefilter(info: Mapping[str, Any], c: CrawlConfig) -> list[str]:
         reasons.append(f"live: {live or 'is_live'}")
     duration = info.get("duration")
     if isinstance(duration, (int, float)) and duration > 0:
-        if duration < c.min_duration_s:
-            reasons.append(f"duration: {duration:.0f}s is below {c.min_duration_s:g}s")
-        elif duration > c.max_duration_s:
-            reasons.append(f"duration: {duration:.0f}s is above {c.max_duration_s:g}s")
+        reasons += duration_reasons(duration, c)
     w, h = video_size(info)
     url = str(info.get("webpage_url") or info.get("original_url") or info.get("url") or "")
     if c.exclude_shorts and ("/shorts/" in url or (w and h and h > w and isinstance(duration, (int, float))
@@ -127,15 +124,19 @@ def size_reasons(w: int | None, h: int | None, c: CrawlConfig) -> list[str]:
     return out
 
 
+def duration_reasons(duration: float, c: CrawlConfig) -> list[str]:
+    """The duration check (also run on the probed file)."""
+    if duration < c.min_duration_s:
+        return [f"duration: {duration:.0f}s is below {c.min_duration_s:g}s"]
+    if duration > c.max_duration_s:
+        return [f"duration: {duration:.0f}s is above {c.max_duration_s:g}s"]
+    return []
+
+
 def probe_reasons(p: Probe, c: CrawlConfig) -> list[str]:
     """The pre-filter's checks on the downloaded file (rotation applied: display size)."""
     w, h = (p.height, p.width) if p.rotation % 180 else (p.width, p.height)
-    out = size_reasons(w, h, c)
-    if p.duration_s < c.min_duration_s:
-        out.append(f"duration: {p.duration_s:.0f}s is below {c.min_duration_s:g}s")
-    elif p.duration_s > c.max_duration_s:
-        out.append(f"duration: {p.duration_s:.0f}s is above {c.max_duration_s:g}s")
-    return out
+    return size_reasons(w, h, c) + duration_reasons(p.duration_s, c)
 
 
 # --------------------------------------------------------------------------------------------

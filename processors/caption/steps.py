@@ -29,11 +29,11 @@ import string
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Callable
+from typing import Annotated, Any, Callable
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from .check import GeometryCheck, check_directions
 from .client import ChatClient, Usage
@@ -194,6 +194,14 @@ def _phrases(v: Any, limit: int) -> list[str]:
     return out[:limit]
 
 
+# Normalised prose holding at least one word, and deduplicated short phrases (at most n).
+_Prose = Annotated[str, BeforeValidator(lambda v, info: _words(v, str(info.field_name))), Field(min_length=1)]
+
+
+def _Phrases(limit: int) -> Any:
+    return Annotated[list[str], BeforeValidator(lambda v: _phrases(v, limit)), Field(min_length=1)]
+
+
 class _Answer(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
@@ -201,48 +209,23 @@ class _Answer(BaseModel):
 class VisionAnswer(_Answer):
     """Step 1: what the vision-language model saw."""
 
-    CamMotion: str = Field(min_length=1)
-    SceneDesc: str = Field(min_length=1)
-
-    @field_validator("CamMotion", "SceneDesc", mode="before")
-    @classmethod
-    def _clean(cls, v: Any, info: ValidationInfo) -> str:
-        return _words(v, str(info.field_name))
+    CamMotion: _Prose
+    SceneDesc: _Prose
 
 
 class GeometryRefineAnswer(_Answer):
     """Step 2 without a scene description: motion only."""
 
-    OptCamMotion: str = Field(min_length=1)
-    MotionTrends: list[str] = Field(min_length=1)
-
-    @field_validator("OptCamMotion", mode="before")
-    @classmethod
-    def _clean(cls, v: Any, info: ValidationInfo) -> str:
-        return _words(v, str(info.field_name))
-
-    @field_validator("MotionTrends", mode="before")
-    @classmethod
-    def _trends(cls, v: Any) -> list[str]:
-        return _phrases(v, 3)
+    OptCamMotion: _Prose
+    MotionTrends: _Phrases(3)  # type: ignore[valid-type]
 
 
 class RefineAnswer(GeometryRefineAnswer):
     """Step 2: the corrected camera motion and the scene summaries."""
 
-    SceneSummary: str = Field(min_length=1)
-    SceneTags: list[str] = Field(min_length=1)
-    ShotImmersion: str = Field(min_length=1)
-
-    @field_validator("SceneSummary", "ShotImmersion", mode="before")
-    @classmethod
-    def _clean2(cls, v: Any, info: ValidationInfo) -> str:
-        return _words(v, str(info.field_name))
-
-    @field_validator("SceneTags", mode="before")
-    @classmethod
-    def _tags(cls, v: Any) -> list[str]:
-        return _phrases(v, 4)
+    SceneSummary: _Prose
+    SceneTags: _Phrases(4)  # type: ignore[valid-type]
+    ShotImmersion: _Prose
 
 
 @dataclass(frozen=True)
