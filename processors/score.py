@@ -190,7 +190,7 @@ class ScoreStage(Stage[ClipRecord]):
         else:
             self._pool = ThreadPoolExecutor(max_workers=max(1, sc.decode_workers), thread_name_prefix="score")
         # Plan the GPU models' batch shapes now (a no-op on CPU), not on the first clips.
-        blank = np.zeros((self.cfg.scoring.sample_height, self.cfg.scoring.sample_width, 3), np.uint8)
+        blank = np.zeros((sc.sample_height, sc.sample_width, 3), np.uint8)
         for scorer in (self.aesthetic, self.ocr):
             if scorer is not None and hasattr(scorer, "warmup"):
                 scorer.warmup(scorer.prepare(blank))
@@ -276,17 +276,19 @@ class ScoreStage(Stage[ClipRecord]):
         lum_ok, lum_why = luminance_passes(lum.mean, f.luminance_min, f.luminance_max)
         mot_ok, mot_why = motion_passes(m.motion, f.motion_min, f.motion_max)
         fields: dict[str, Any] = {}
-        verdicts = [(lum_ok, lum_why), (mot_ok, mot_why)]
+        verdicts: list[tuple[bool, str]] = []  # in filter order: aesthetic, luminance, OCR, motion
         if self.aesthetic is not None:
             ok, why = self.aesthetic.verdict(aesthetic, f)
             # A proxy's value never lands in the column of the paper's score.
             fields.update({"aesthetic_proxy" if self.aesthetic.is_proxy else "aesthetic": aesthetic,
                            "aesthetic_model": self.aesthetic.model_id, "aesthetic_pass": ok})
-            verdicts.insert(0, (ok, why))
+            verdicts.append((ok, why))
+        verdicts.append((lum_ok, lum_why))
         if self.ocr is not None:
             ok, why = self.ocr.verdict(ocr, f)
             fields.update({"ocr_ratio": ocr, "ocr_model": self.ocr.model_id, "ocr_pass": ok})
-            verdicts.insert(-1, (ok, why))
+            verdicts.append((ok, why))
+        verdicts.append((mot_ok, mot_why))
         return ScoreRecord(
             clip_id=clip.clip_id, video_id=clip.video_id, model_id=self.model_id, model_version=self.model_version,
             duration_s=clip.duration_s, num_frames=m.num_frames,

@@ -35,6 +35,8 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
+from .ocr import bucket_sizes, pad_to_bucket
+
 CLIP_MEAN = np.array([0.48145466, 0.4578275, 0.40821073], np.float32)
 CLIP_STD = np.array([0.26862954, 0.26130258, 0.27577711], np.float32)
 CLIP_FILE = "ViT-L-14.pt"
@@ -225,25 +227,19 @@ class LaionAesthetic:
     @torch.inference_mode()
     def embed(self, prepared: Sequence[np.ndarray]) -> torch.Tensor:
         """L2-normalised image embeddings, float32, one row per prepared frame."""
-        from .ocr import bucket
-
         out = []
         for i in range(0, len(prepared), self.batch_size):
             x = torch.from_numpy(np.stack(prepared[i:i + self.batch_size]))
             n = len(x)
             if self.device.startswith("cuda"):
-                x = x.pin_memory().to(self.device, non_blocking=True)
                 # a few fixed shapes (powers of two), planned once by warmup(): no
-                # per-shape kernel selection mid-stream; rows do not affect each other
-                if (b := bucket(n, self.batch_size)) > n:
-                    x = torch.cat([x, x.new_zeros((b - n, *x.shape[1:]))])
+                # per-shape kernel selection mid-stream
+                x = pad_to_bucket(x.pin_memory().to(self.device, non_blocking=True), self.batch_size)
             out.append(F.normalize(self.vit(x.to(self.dtype))[:n].float(), p=2, dim=-1))
         return torch.cat(out)
 
     def warmup(self, example: np.ndarray) -> None:
         """Run every padded batch shape once (CUDA only), so the stream never waits on it."""
-        from .ocr import bucket_sizes
-
         if self.device.startswith("cuda"):
             for b in bucket_sizes(self.batch_size):
                 self.score([example] * b)

@@ -29,7 +29,7 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -57,6 +57,16 @@ def bucket_sizes(cap: int) -> list[int]:
     return sorted({bucket(n, cap) for n in range(1, cap + 1)})
 
 
+def pad_to_bucket(x: Any, cap: int) -> Any:
+    """A batch tensor padded with blank rows to :func:`bucket` size (rows do not affect each other)."""
+    import torch
+
+    n = len(x)
+    if (b := bucket(n, cap)) > n:
+        x = torch.cat([x, x.new_zeros((b - n, *x.shape[1:]))])
+    return x
+
+
 def ocr_passes(ratio: float, hi: float = 0.3) -> tuple[bool, str]:
     """Keep when the text-area ratio <= ``hi``; otherwise the reason."""
     if ratio > hi:
@@ -77,6 +87,7 @@ class RapidOcrDetector:
     is_proxy = False
     reduce = "max"
     device = "cpu"
+    batch_size = 0  # frames per network call; 0: every frame of one shape at once
 
     def __init__(self, model_path: str | Path, version: str, threads: int = 2, limit_side_len: int = 960) -> None:
         from rapidocr import RapidOCR
@@ -100,17 +111,33 @@ class RapidOcrDetector:
         """:meth:`prepare` as a small picklable function (for decode worker processes)."""
         return partial(detector_input, self.preprocess)
 
+    def probability_maps(self, batch: np.ndarray) -> np.ndarray:
+        """The detector's output (N x 1 x H x W) for one stacked batch."""
+        return self.det.session(batch)
+
+    def _map(self, fn: Callable[[int], Any], items: range) -> Iterable[Any]:
+        """Runs the per-frame post-processing (here in order, on this thread)."""
+        return map(fn, items)
+
     def boxes(self, prepared: Sequence[tuple[tuple[int, int], np.ndarray]]) -> list[np.ndarray]:
-        """Text polygons per prepared frame, in that frame's pixel coordinates."""
+        """Text polygons per prepared frame, in that frame's pixel coordinates.
+
+        Frames of one input shape go through the network together, ``batch_size`` at a
+        time (0: all of them), then through rapidocr's DB post-processing one by one.
+        """
         out: list[np.ndarray] = [np.empty((0, 4, 2))] * len(prepared)
         by_shape: dict[tuple[int, ...], list[int]] = {}
         for i, (_, x) in enumerate(prepared):
             by_shape.setdefault(x.shape, []).append(i)
         for idx in by_shape.values():
-            pred = self.det.session(np.concatenate([prepared[i][1] for i in idx]))
-            for j, i in enumerate(idx):
-                found, _ = self.det.postprocess_op(pred[j:j + 1], prepared[i][0])
-                out[i] = np.asarray(found, np.float64).reshape(-1, 4, 2)
+            step = self.batch_size or len(idx)
+            for s in range(0, len(idx), step):
+                part = idx[s:s + step]
+                pred = self.probability_maps(np.concatenate([prepared[i][1] for i in part]))
+                found = self._map(lambda j: self.det.postprocess_op(pred[j:j + 1], prepared[part[j]][0])[0],
+                                  range(len(part)))
+                for i, f in zip(part, found):
+                    out[i] = np.asarray(f, np.float64).reshape(-1, 4, 2)
         return out
 
     def score(self, prepared: Sequence[tuple[tuple[int, int], np.ndarray]]) -> np.ndarray:
@@ -284,9 +311,7 @@ class TorchOcrDetector(RapidOcrDetector):
         with torch.inference_mode():
             x = torch.from_numpy(np.ascontiguousarray(batch, np.float32))
             if self.device.startswith("cuda"):
-                x = x.pin_memory().to(self.device, non_blocking=True)
-                if (b := bucket(n, self.batch_size)) > n:
-                    x = torch.cat([x, x.new_zeros((b - n, *x.shape[1:]))])
+                x = pad_to_bucket(x.pin_memory().to(self.device, non_blocking=True), self.batch_size)
             # fp16 maps come back as fp16 (half the bytes; the same values), widened on the host
             return self.net(x.to(self.dtype))[:n].cpu().float().numpy()
 
@@ -296,22 +321,10 @@ class TorchOcrDetector(RapidOcrDetector):
             for b in bucket_sizes(self.batch_size):
                 self.probability_maps(np.concatenate([example[1]] * b))
 
-    def boxes(self, prepared: Sequence[tuple[tuple[int, int], np.ndarray]]) -> list[np.ndarray]:
-        out: list[np.ndarray] = [np.empty((0, 4, 2))] * len(prepared)
-        by_shape: dict[tuple[int, ...], list[int]] = {}
-        for i, (_, x) in enumerate(prepared):
-            by_shape.setdefault(x.shape, []).append(i)
-        for idx in by_shape.values():
-            for s in range(0, len(idx), self.batch_size):
-                part = idx[s:s + self.batch_size]
-                pred = self.probability_maps(np.concatenate([prepared[i][1] for i in part]))
-                # DB post-processing is per frame and CPU-bound (contours, unclip): a few
-                # threads keep it off the GPU's critical path. Same function, same values.
-                found = self._post.map(lambda j: self.det.postprocess_op(pred[j:j + 1], prepared[part[j]][0])[0],
-                                       range(len(part)))
-                for i, f in zip(part, found):
-                    out[i] = np.asarray(f, np.float64).reshape(-1, 4, 2)
-        return out
+    def _map(self, fn: Callable[[int], Any], items: range) -> Iterable[Any]:
+        # DB post-processing is per frame and CPU-bound (contours, unclip): a few
+        # threads keep it off the GPU's critical path. Same function, same values.
+        return self._post.map(fn, items)
 
 
 def build_rapidocr(files: dict[str, Path], version: str = "", threads: int = 2, device: str = "auto",
