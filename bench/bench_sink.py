@@ -5,6 +5,11 @@ consumer only fetches the messages; the sink also validates every record, remove
 duplicates against the table and inserts into chDB. Target (issue 2): ratio >= 0.5
 and >= 30,000 records/s on a 2-core machine.
 
+Also printed: where the sink's writer spends its time per record (validate, lookup,
+insert, commit), and the warehouse's own insert rate for the same rows (copied inside
+chDB, no Kafka, no JSON, no Python per row), with the views the dashboards need and with
+the bare table: the ceiling any sink on this warehouse can reach.
+
     python bench/bench_sink.py [--records 200000]
 """
 
@@ -15,10 +20,12 @@ import tempfile
 import time
 
 import clickhouse_connect
+from clickhouse_connect.driver.client import Client
 from confluent_kafka import Consumer
 
 from spatialvid.config import Config
 from spatialvid.kafka import EmbeddedBroker, RecordProducer, consumer_conf, ensure_topics
+from spatialvid.schemas.ddl import all_ddl, create_table_sql
 from spatialvid.schemas.records import ScoreRecord
 from spatialvid.sinks.clickhouse import ClickHouseSink
 from spatialvid.warehouse import init_schema
@@ -46,24 +53,35 @@ def bare_consume(cfg: Config, n: int) -> float:
     return n / dt
 
 
-def sink_consume(cfg: Config, n: int) -> tuple[float, int]:
-    with tempfile.TemporaryDirectory() as wh:
-        client = clickhouse_connect.get_client(interface="chdb", path=wh)
-        init_schema(client, cfg)
-        sink = ClickHouseSink(cfg, client, topics=("scores",))
-        clock = Clock()
-        sink._consumer.subscribe([cfg.topic("scores")], on_assign=clock.on_assign)
-        batches = []
-        while sink.counters.consumed < n:
-            t = time.perf_counter()
-            got = sink.poll_once()
-            batches.append((got, time.perf_counter() - t))
-        dt = time.perf_counter() - clock.t0
-        print("sink batches (messages, seconds):", [(g, round(s, 2)) for g, s in batches if g][:12])
-        rows = int(client.query(f"SELECT count() FROM {cfg.warehouse.database}.clip_scores").result_rows[0][0])
-        sink.close()
-        client.close()
-    return n / dt, rows
+def sink_consume(cfg: Config, client: Client, n: int) -> tuple[float, int, dict[str, float]]:
+    init_schema(client, cfg)
+    sink = ClickHouseSink(cfg, client, topics=("scores",))
+    clock = Clock()
+    sink._consumer.subscribe([cfg.topic("scores")], on_assign=clock.on_assign)
+    while sink.counters.consumed < n:
+        sink.poll_once()
+    dt = time.perf_counter() - clock.t0
+    rows = int(client.query(f"SELECT count() FROM {cfg.warehouse.database}.clip_scores").result_rows[0][0])
+    phases = dict(sink.counters.seconds)
+    sink.close()
+    return n / dt, rows, phases
+
+
+def warehouse_floor(client: Client, source: str, n: int, batch: int, views: bool) -> float:
+    """Rows/s of the warehouse alone: the rows the sink stored, already parsed, copied from a
+    Memory table into a fresh ``clip_scores`` in the sink's batch size (no Kafka, no JSON,
+    no Python per row). No sink can insert faster than this, whatever its input format."""
+    db = "floor_views" if views else "floor_tables"
+    # With views: the whole schema (pass-rate view, clip_latest views); without: the table alone.
+    stmts = all_ddl(db) if views else [f"CREATE DATABASE IF NOT EXISTS {db}", create_table_sql(ScoreRecord, db)]
+    for stmt in stmts:
+        client.command(stmt)
+    client.command(f"CREATE TABLE {db}.staged AS {db}.clip_scores ENGINE = Memory")
+    client.command(f"INSERT INTO {db}.staged SELECT * FROM {source}.clip_scores")
+    t0 = time.perf_counter()
+    for lo in range(0, n, batch):
+        client.command(f"INSERT INTO {db}.clip_scores SELECT * FROM {db}.staged LIMIT {batch} OFFSET {lo}")
+    return n / (time.perf_counter() - t0)
 
 
 def main() -> None:
@@ -87,11 +105,20 @@ def main() -> None:
         out.flush()
         produce_s = time.perf_counter() - t0
         bare = bare_consume(cfg, n)
-        sink, rows = sink_consume(cfg, n)
+        with tempfile.TemporaryDirectory() as wh:
+            client = clickhouse_connect.get_client(interface="chdb", path=wh)
+            sink, rows, phases = sink_consume(cfg, client, n)
+            floors = {views: warehouse_floor(client, cfg.warehouse.database, n, cfg.sink.batch_rows, views)
+                      for views in (True, False)}
+            client.close()
     assert rows == n, f"sink stored {rows} rows for {n} records"
     print(f"records: {n:,} score records (produced in {produce_s:.1f}s)")
     print(f"bare consume : {bare:>10,.0f} records/s")
     print(f"sink -> chDB : {sink:>10,.0f} records/s  (validate + dedup + insert; {rows:,} rows stored)")
+    print("sink writer, microseconds per record: " + ", ".join(f"{k} {v / n * 1e6:.1f}" for k, v in phases.items()))
+    print(f"warehouse alone (same rows, copied inside chDB): {floors[True]:,.0f} rows/s with the views "
+          f"({floors[True] / bare:.2f} of bare consume), {floors[False]:,.0f} rows/s table only "
+          f"({floors[False] / bare:.2f})")
     print(f"ratio sink/bare: {sink / bare:.2f}   (target >= 0.5 and >= 30,000 records/s: "
           f"{'met' if sink / bare >= 0.5 and sink >= 30000 else 'NOT met'})")
 

@@ -71,7 +71,7 @@ def derive_struct(model: type[Record]) -> tuple[type[msgspec.Struct], bool]:
             fields.append((name, tp, msgspec.field(default_factory=f.default_factory)))  # type: ignore[arg-type]
         else:
             fields.append((name, tp, f.default))
-    struct = msgspec.defstruct(f"{model.__name__}Row", fields, kw_only=True, forbid_unknown_fields=True)
+    struct = msgspec.defstruct(f"{model.__name__}Row", fields, kw_only=True, forbid_unknown_fields=True, gc=False)
     return struct, exact
 
 

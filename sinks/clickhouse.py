@@ -60,6 +60,14 @@ class SinkCounters:
     duplicates: int = 0
     dead_letters: int = 0
     batches: int = 0
+    #: seconds spent per phase of the writer: validate, lookup (stored identities), insert, commit
+    seconds: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+
+    def timed(self, phase: str, t0: float) -> float:
+        """Add the time since ``t0`` to ``phase``; returns now (the next phase's start)."""
+        now = time.perf_counter()
+        self.seconds[phase] += now - t0
+        return now
 
 
 class ClickHouseSink:
@@ -122,6 +130,7 @@ class ClickHouseSink:
 
     def write(self, msgs: list[Message]) -> None:
         """Validate, deduplicate and insert one batch, then commit its offsets."""
+        t = time.perf_counter()
         msgs = list(checked(msgs))
         groups: dict[type[Record], list[Message]] = defaultdict(list)
         for m in msgs:
@@ -137,14 +146,17 @@ class ClickHouseSink:
                 group = [m for m, b in zip(group, bad) if not b]
                 rows = [r for r, b in zip(rows, bad) if not b]
             valid.append((model, group, rows))
+        self.counters.timed("validate", t)
         with self.lock:  # the warehouse client is shared with the query server
             for model, group, rows in valid:
                 dead += self._insert(model, group, rows)
+        t = time.perf_counter()
         for d in dead:
             self._producer.send(d)
         if dead:
             self._producer.flush()
         commit_after(self._consumer, msgs)
+        self.counters.timed("commit", t)
         self.counters.consumed += len(msgs)
         self.counters.dead_letters += len(dead)
         self.counters.batches += 1
@@ -159,7 +171,9 @@ class ClickHouseSink:
         fresh: dict[Any, int] = {}
         for i, ident in enumerate(map(identity, rows)):
             fresh.setdefault(ident, i)
+        t = time.perf_counter()
         stored = self._stored_identities(model, list(fresh)) if fresh else set()
+        t = self.counters.timed("lookup", t)
         new = [i for ident, i in fresh.items() if ident not in stored]
         self.counters.duplicates += len(rows) - len(new)
         if not new:
@@ -167,6 +181,7 @@ class ClickHouseSink:
         try:
             self._raw_insert(model, [rows[i] for i in new])
             self.counters.inserted[model.table] += len(new)
+            self.counters.timed("insert", t)
             return []
         except DatabaseError as exc:
             if not _refused_data(exc):

@@ -154,7 +154,8 @@ def cmd_sink(args: argparse.Namespace) -> int:
             server.stop()
         client.close()
     print(f"sink: consumed {counters.consumed}, inserted {dict(counters.inserted)}, "
-          f"duplicates skipped {counters.duplicates}, dead letters {counters.dead_letters}")
+          f"duplicates skipped {counters.duplicates}, dead letters {counters.dead_letters}; "
+          "writer seconds " + ", ".join(f"{k} {v:.1f}" for k, v in counters.seconds.items()))
     return 0
 
 
