@@ -61,7 +61,8 @@ class LocalProducer(VideoProducer):
                 if ref in seen:
                     continue
                 seen.add(ref)
-                name = urllib.parse.unquote(ref.rstrip("/").rsplit("/", 1)[-1])
+                name = ref.rstrip("/").rsplit("/", 1)[-1]
+                name = urllib.parse.unquote(name) if _is_url(ref) else name  # "%20" in a file name is literal
                 yield Candidate(ref=ref, title=Path(name).stem)
 
     def fetch(self, cand: Candidate) -> Path:

@@ -8,6 +8,7 @@ import av
 import numpy as np
 import pytest
 
+from spatialvid.config import Config
 from spatialvid.producers.probe import EmptyFile, NoVideoStream, UnreadableVideo, probe_video
 
 
@@ -59,3 +60,13 @@ def make_audio_only(path: Path) -> Path:
 def test_no_video_stream(tmp_path: Path) -> None:
     with pytest.raises(NoVideoStream, match="no video stream .*audio"):
         probe_video(make_audio_only(tmp_path / "audio_only.m4a"))
+
+
+def test_titles_decode_percent_escapes_in_urls_only(cfg: Config, tmp_path: Path) -> None:
+    """``%20`` in a URL is a space; in a file name it is three literal characters."""
+    from spatialvid.producers.local import LocalProducer
+
+    local = tmp_path / "tour%20day.mp4"
+    local.write_bytes(b"")
+    titles = [c.title for c in LocalProducer(cfg, [str(local), "http://127.0.0.1:9/v/tour%20night.mp4"]).candidates()]
+    assert titles == ["tour%20day", "tour night"]
