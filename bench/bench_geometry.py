@@ -6,7 +6,9 @@ samples (about 5 fps) of a clip of ``--seconds`` at ``--fps`` are rendered at
 ``--width x --height``, and every backend estimates their geometry. Printed per
 backend and sequence: success (or the reason), registered share, ATE as a share of
 the path length and median rotation error after similarity alignment, focal error,
-scale-invariant depth error where the backend gives depth, and seconds per clip.
+scale-invariant depth error where the backend gives depth (and, with ``--depth-model``,
+of that depth model's maps aligned to the backend's sparse depths: ``depth_model_silog``),
+and seconds per clip.
 The baseline, measured in the same run on the same frames, is ``colmap-default``
 (pycolmap's default pipeline: exhaustive matching, default options); the ratio column
 is baseline seconds / backend seconds.
@@ -14,6 +16,7 @@ is baseline seconds / backend seconds.
     .venv/bin/python bench/bench_geometry.py                       # 720p, 10 s clips, all
     .venv/bin/python bench/bench_geometry.py --seconds 4 --width 640 --sequences forward orbit
     .venv/bin/python bench/bench_geometry.py --device cuda         # the GPU path (pycolmap-cuda12)
+    .venv/bin/python bench/bench_geometry.py --depth-model depth-anything-v2-vitl   # + depth error
 
 Thresholds (issue 6, "must hold"): median rotation error < 1 degree and ATE < 2 % of
 the path length for the default backend on the successful sequences; static, zoom and
@@ -47,6 +50,12 @@ def run(args: argparse.Namespace) -> list[dict[str, object]]:
     idx = np.arange(0, total, sample_step(args.fps, args.sample_fps))
     opts = ColmapOptions(device=args.device, num_threads=args.threads)
     base_opts = ColmapOptions(device=args.baseline_device or args.device, num_threads=args.threads)
+    depth_model = None
+    if args.depth_model:  # a registered depth model, from the weights folder or --depth-checkpoint
+        from spatialvid.processors.geometry.depth import clip_depth, load_depth_estimator
+
+        depth_model = load_depth_estimator(args.depth_model, args.depth_checkpoint, args.weights_dir or None,
+                                           device=args.device)
     for name in args.sequences:
         t0 = time.perf_counter()
         clip = render_sequence(name, args.width, args.height, args.fps, args.seconds, frame_indexes=idx,
@@ -73,6 +82,12 @@ def run(args: argparse.Namespace) -> list[dict[str, object]]:
                            focal_err_pct=round(100 * abs(res.intrinsics[0, 0] / clip.intrinsics[keep][0, 0] - 1), 2))
                 if res.depth is not None:
                     row["depth_silog"] = round(scale_invariant_depth_error(res.depth, clip.depth[keep]), 4)
+                if depth_model is not None:
+                    t2 = time.perf_counter()
+                    aligned = clip_depth(depth_model, clip.frames[keep], res)
+                    row.update(depth_model=depth_model.version, depth_alignment=aligned.alignment,
+                               depth_model_silog=round(scale_invariant_depth_error(aligned.depth, clip.depth[keep]), 4),
+                               depth_model_s=round(time.perf_counter() - t2, 2))
                 row["ok"] = err.rot_median_deg < ROT_MAX_DEG and err.ate_pct < ATE_MAX_PCT
             else:
                 row["ok"] = not SEQUENCES[name].expect_success
@@ -108,6 +123,9 @@ def main() -> None:
                     help="device of the baseline backend (default: as --device)")
     ap.add_argument("--threads", type=int, default=-1)
     ap.add_argument("--json", type=Path, help="also write the rows here")
+    ap.add_argument("--depth-model", default="", help="a registered depth model (spatialvid models) to evaluate too")
+    ap.add_argument("--depth-checkpoint", default="", help="its checkpoint file (UniDepth: folder), else the weights folder")
+    ap.add_argument("--weights-dir", default="", help="the weights folder (default ~/.cache/spatialvid/models)")
     ap.add_argument("--progress", action="store_true", help="progress bar while rendering")
     args = ap.parse_args()
     rows = run(args)

@@ -233,6 +233,9 @@ class AnnotationRecord(Record):
     failure_reason: str = Field("", description="why success is false (no baseline, too few frames registered, ...)")
     scale_convention: LowStr = Field("", description="the backend's translation units (SPEC.md §3 'Scale')")
     num_sampled: UInt32 = Field(0, description="frames given to the backend (registered_share's denominator)")
+    depth_model: LowStr = Field("", description="model (and version) of the released depth; '' when none")
+    depth_alignment: LowStr = Field("", description="how that depth was scaled (aligned to the backend's "
+                                    "sparse depths, or left relative / metric)")
     annotated_at: datetime = Field(default_factory=utcnow)
 
     @property

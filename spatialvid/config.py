@@ -149,6 +149,8 @@ class ScoringConfig:
     # paper's LAION model when its weights are in weights_dir, else the labelled BRISQUE
     # proxy (its rows say so). "none" skips a filter (its columns stay NULL).
     aesthetic_backend: str = "auto"
+    # OCR: "rapidocr-ppocrv6-det" (offline, in its wheel) or "paddleocr-det" (your PaddleOCR 3.x on the
+    # PP-OCR detector folder <weights_dir>/paddleocr-det; processors/scorers/ocr_paddle.py).
     ocr_backend: str = "rapidocr-ppocrv6-det"
     weights_dir: str = ""  # default: ~/.cache/spatialvid/models
     device: str = "auto"  # auto: cuda when torch sees one, else cpu
@@ -275,7 +277,9 @@ class AnnotateConfig:
     motion-probability map, empty when that exceeds ``max - mask_empty_margin``,
     regions over ``mask_max_area`` of the frame dropped; ``sam2_checkpoint`` +
     ``sam2_config`` refine the regions with SAM2 when the ``sam2`` package is there;
-    ``person_fallback`` adds mediapipe's offline person segmentation.
+    ``person_fallback`` adds mediapipe's offline person segmentation. ``depth_model``
+    (off by default) adds a depth map per annotated frame, median-aligned to the backend's
+    sparse depths (``processors/geometry/depth.py``).
     """
 
     backend: str = "colmap"
@@ -303,6 +307,11 @@ class AnnotateConfig:
     sam2_config: str = ""
     release_groups: int = 1000  # clips spread over group_0000 .. group_0999 by a hash of the id
     megasam_command: str = ""  # backend "megasam": your MegaSaM run, a command with {frames} and {out}
+    # Optional monocular depth per annotated frame (SPEC.md §3 depth priors): a registry name
+    # (`spatialvid models`: depth-anything-v2-vitl, unidepth-v2-vitl14, ...; "" = off) and,
+    # optionally, its checkpoint file (UniDepth: its folder) instead of the weights folder.
+    depth_model: str = ""
+    depth_checkpoint: str = ""
 
 
 @dataclass

@@ -249,8 +249,8 @@ def fetch(name: str, weights_dir: str | os.PathLike[str] | None = None, timeout_
             continue
         if not f.url:
             raise ModelError(f"model {name}: no download address is known for {f.filename}; {spec.how_to_get(f, wd)}")
-        wd.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{f.filename}.", suffix=".part", dir=wd)
+        target.parent.mkdir(parents=True, exist_ok=True)  # a file may sit in a folder (UniDepth's snapshot)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
         tmp = Path(tmp_name)
         try:
             with os.fdopen(fd, "wb") as fh, urllib.request.urlopen(f.url, timeout=timeout_s) as resp:  # noqa: S310
@@ -356,6 +356,28 @@ register_model(ModelSpec(
     install="pip install spatialvid-stream (a core dependency)",
     device="cuda-preferred",
 ))
+# Optional: a user's own PaddleOCR 3.x + paddlepaddle on a local PP-OCR detector folder.
+PPOCR_HF = "https://huggingface.co/PaddlePaddle/PP-OCRv5_mobile_det/resolve/main/"
+register_model(ModelSpec(
+    name="paddleocr-det",
+    task="ocr",
+    version="paddleocr-ppocr-det",  # the built backend appends the folder's model name and paddleocr's version
+    builder="spatialvid.processors.scorers.ocr_paddle:build_paddleocr",
+    weights=Weights(
+        files=tuple(WeightFile(f"paddleocr-det/{f}", url=PPOCR_HF + f)
+                    for f in ("inference.json", "inference.pdiparams", "inference.yml")),
+        source="an official PP-OCR text-detection inference model folder at <weights_dir>/paddleocr-det "
+               "(copy or symlink it): PP-OCRv5_mobile_det (fetched), PP-OCRv5_server_det, PP-OCRv4_mobile_det "
+               "from huggingface.co/PaddlePaddle/<model> or PaddleOCR's model list "
+               "(paddle-model-ecology.bj.bcebos.com/paddlex/official_inference_model/paddle3.0.0/<model>_infer.tar)",
+        license="Apache-2.0",
+    ),
+    description="PP-OCR DB text detector run by YOUR PaddleOCR 3.x installation (paddleocr.TextDetection, local "
+                "model folder, no download); text polygon area / frame area as rapidocr-ppocrv6-det",
+    requires=("paddleocr", "paddle"),
+    install='pip install paddlepaddle "paddleocr>=3" (GPU: paddlepaddle-gpu); not a dependency of spatialvid-stream',
+    device="cuda-preferred",
+))
 
 # Geometry (SPEC.md §3; issue 6). COLMAP ships in its wheel (nothing to fetch); MegaSaM is a
 # user's own installation run as an external command (processors/geometry/backends/megasam.py).
@@ -387,3 +409,69 @@ register_model(ModelSpec(
     device="cuda",
     gpu_memory_gb=24.0,
 ))
+
+# Depth (SPEC.md §3; issue 6): Depth Anything V2, architecture in processors/geometry/depth.py,
+# official state dicts loaded strictly; UniDepth through the user's `unidepth` package.
+DAV2_HF = "https://huggingface.co/depth-anything/{repo}/resolve/main/{file}?download=true"
+for _enc, _size, _params, _lic, _gb in (("vits", "Small", "24.8M", "Apache-2.0", 1.0),
+                                        ("vitb", "Base", "97.5M", "CC-BY-NC-4.0", 1.5),
+                                        ("vitl", "Large", "335.3M", "CC-BY-NC-4.0", 3.0),
+                                        ("vitg", "Giant", "1.3B", "CC-BY-NC-4.0", 8.0)):
+    register_model(ModelSpec(
+        name=f"depth-anything-v2-{_enc}",
+        task="depth",
+        version=f"depth-anything-v2-{_enc}-relative-518",
+        builder="spatialvid.processors.geometry.depth:build_depth_anything_v2",
+        weights=Weights(files=(WeightFile(f"depth_anything_v2_{_enc}.pth", url=DAV2_HF.format(
+            repo=f"Depth-Anything-V2-{_size}", file=f"depth_anything_v2_{_enc}.pth")),),
+            source=f"the official Depth-Anything-V2-{_size} checkpoint (huggingface.co/depth-anything; "
+                   "github.com/DepthAnything/Depth-Anything-V2)",
+            license=_lic),
+        description=f"Depth Anything V2 {_size} ({_params}; DINOv2 + DPT in plain torch): relative disparity, "
+                    "median scale/shift-aligned to the geometry backend's sparse depths",
+        requires=("torch", "cv2"),
+        install='pip install "spatialvid-stream[models]" (GPU: install the CUDA build of torch first)',
+        device="cuda-preferred",
+        gpu_memory_gb=_gb,
+        options={"encoder": _enc, "name": f"depth-anything-v2-{_enc}"},
+    ))
+for _set, _max, _data in (("hypersim", 20.0, "Hypersim (indoor)"), ("vkitti", 80.0, "Virtual KITTI 2 (outdoor)")):
+    register_model(ModelSpec(
+        name=f"depth-anything-v2-metric-{_set}-vitl",
+        task="depth",
+        version=f"depth-anything-v2-metric-{_set}-vitl-max{int(_max)}",
+        builder="spatialvid.processors.geometry.depth:build_depth_anything_v2",
+        weights=Weights(files=(WeightFile(f"depth_anything_v2_metric_{_set}_vitl.pth", url=DAV2_HF.format(
+            repo=f"Depth-Anything-V2-Metric-{'Hypersim' if _set == 'hypersim' else 'VKITTI'}-Large",
+            file=f"depth_anything_v2_metric_{_set}_vitl.pth")),),
+            source="the official metric Depth Anything V2 Large checkpoint (github.com/DepthAnything/"
+                   "Depth-Anything-V2/tree/main/metric_depth)",
+            license="CC-BY-NC-4.0"),
+        description=f"Depth Anything V2 Large fine-tuned on {_data}: metric depth up to {int(_max)} m",
+        requires=("torch", "cv2"),
+        install='pip install "spatialvid-stream[models]" (GPU: install the CUDA build of torch first)',
+        device="cuda-preferred",
+        gpu_memory_gb=3.0,
+        options={"encoder": "vitl", "max_depth": _max, "name": f"depth-anything-v2-metric-{_set}-vitl"},
+    ))
+register_model(ModelSpec(
+    name="unidepth-v2-vitl14",
+    task="depth",
+    version="unidepth-v2-vitl14",
+    builder="spatialvid.processors.geometry.depth:build_unidepth",
+    weights=Weights(
+        files=tuple(WeightFile(f"unidepth-v2-vitl14/{f}",
+                               url=f"https://huggingface.co/lpiccinelli/unidepth-v2-vitl14/resolve/main/{f}")
+                    for f in ("config.json", "model.safetensors")),
+        source="the snapshot folder of huggingface.co/lpiccinelli/unidepth-v2-vitl14 (config.json, "
+               "model.safetensors) at <weights_dir>/unidepth-v2-vitl14",
+        license="CC-BY-NC-4.0"),
+    description="UniDepth V2 ViT-L/14 run by YOUR `unidepth` installation (architecture not reimplemented here): "
+                "metric depth and intrinsics",
+    requires=("torch", "unidepth"),
+    install="git clone https://github.com/lpiccinelli-eth/UniDepth && pip install -e UniDepth",
+    device="cuda-preferred",
+    gpu_memory_gb=4.0,
+    options={"variant": "v2", "name": "unidepth-v2-vitl14"},
+))
+del _enc, _size, _params, _lic, _gb, _set, _max, _data

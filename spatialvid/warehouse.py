@@ -24,7 +24,8 @@ import clickhouse_connect
 from clickhouse_connect.driver.client import Client
 
 from .config import Config
-from spatialvid.schemas.ddl import all_ddl
+from spatialvid.schemas.ddl import all_ddl, columns
+from spatialvid.schemas.records import RECORD_TYPES
 
 log = logging.getLogger(__name__)
 
@@ -56,9 +57,18 @@ def connect(cfg: Config) -> Client:
 
 
 def init_schema(client: Client, cfg: Config) -> None:
-    """Create the database, tables and views (idempotent)."""
-    for stmt in all_ddl(cfg.warehouse.database):
+    """Create the database, tables and views (idempotent), and add the columns that newer
+    record versions brought to tables an older version created (fields are only ever added)."""
+    db = cfg.warehouse.database
+    for stmt in all_ddl(db):
         client.command(stmt)
+    have = {(t, c) for t, c in client.query(
+        "SELECT table, name FROM system.columns WHERE database = {db:String}", parameters={"db": db}).result_rows}
+    for model in RECORD_TYPES:
+        for name, ctype in columns(model).items():
+            if (model.table, name) not in have:
+                log.info("warehouse: adding column %s.%s (%s), new in this record version", model.table, name, ctype)
+                client.command(f"ALTER TABLE {db}.{model.table} ADD COLUMN IF NOT EXISTS `{name}` {ctype}")
 
 
 def readonly_sql(sql: str) -> str:

@@ -7,7 +7,7 @@ from pydantic import ValidationError
 
 from spatialvid.config import Config
 from spatialvid.schemas.ddl import columns
-from spatialvid.schemas.records import RECORD_TYPES, ClipRecord, dead_letter, slug_id
+from spatialvid.schemas.records import RECORD_TYPES, AnnotationRecord, ClipRecord, dead_letter, slug_id
 
 
 @pytest.mark.parametrize("model", RECORD_TYPES, ids=lambda m: m.__name__)
@@ -22,6 +22,17 @@ def test_tables_in_clickhouse_match_the_models(cfg: Config, warehouse) -> None: 
         rows = warehouse.query(f"DESCRIBE TABLE {cfg.warehouse.database}.{model.table}").result_rows
         actual = {r[0]: r[1] for r in rows}
         assert actual == columns(model), f"table {model.table} drifted from {model.__name__}"
+
+
+def test_a_warehouse_of_an_older_record_version_gets_the_new_columns(cfg: Config, warehouse) -> None:  # type: ignore[no-untyped-def]
+    """Fields are only ever added to records; starting on an older warehouse adds their columns."""
+    from spatialvid.warehouse import init_schema
+
+    db = cfg.warehouse.database
+    warehouse.command(f"ALTER TABLE {db}.clip_annotations DROP COLUMN depth_model")
+    init_schema(warehouse, cfg)
+    rows = warehouse.query(f"DESCRIBE TABLE {db}.clip_annotations").result_rows
+    assert {r[0]: r[1] for r in rows} == columns(AnnotationRecord)
 
 
 def test_result_records_name_stage_model_and_version() -> None:

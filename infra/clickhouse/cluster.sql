@@ -124,6 +124,8 @@ CREATE TABLE IF NOT EXISTS spatialvid.clip_annotations_local ON CLUSTER spatialv
     `failure_reason` String,
     `scale_convention` LowCardinality(String),
     `num_sampled` UInt32,
+    `depth_model` LowCardinality(String),
+    `depth_alignment` LowCardinality(String),
     `annotated_at` DateTime64(3, 'UTC'),
     `ingested_at` DateTime64(3, 'UTC') DEFAULT now64(3)
 )

@@ -12,7 +12,9 @@ then from its poses the trajectory metrics and motion instructions
 (``processors/geometry/metrics.py``, ``instructions.py``), the dynamic masks and
 dynamicRatio (``masks.py``), and write the release-layout artifacts through
 ``sinks/release.py`` under ``<data_dir>/artifacts`` (``annotations/group_XXXX/{id}/``
-and ``depths/group_XXXX/{id}.zip`` when the backend gives depth). A clip whose video
+and ``depths/group_XXXX/{id}.zip`` when there is depth: from ``annotate.depth_model`` when
+configured, median-aligned to the backend's sparse depths (``depth.py``), else the
+backend's own; the record's ``depth_model`` / ``depth_alignment`` say which). A clip whose video
 cannot be read, or a score record without a uri, becomes a dead letter.
 """
 
@@ -124,6 +126,7 @@ class AnnotateStage(Stage[ScoreRecord]):
     def __init__(self, cfg: Config) -> None:
         super().__init__(cfg)
         self.backend: GeometryBackend | None = None
+        self.depth: Any = None  # a depth.DepthEstimator when annotate.depth_model is set
         self.refiner: Any = None
         self.person: Any = None
 
@@ -131,6 +134,11 @@ class AnnotateStage(Stage[ScoreRecord]):
         a = self.cfg.annotate
         self.backend = make_backend(a)
         self.backend.setup()
+        if a.depth_model:  # torch is imported only when a depth model is configured
+            from .depth import load_depth_estimator
+
+            self.depth = load_depth_estimator(a.depth_model, a.depth_checkpoint, self.cfg.scoring.weights_dir or None,
+                                              device=a.device)
         if a.sam2_checkpoint:
             self.refiner = Sam2Refiner(a.sam2_checkpoint, a.sam2_config, device="cuda")
         if a.person_fallback and self.refiner is None:
@@ -180,10 +188,18 @@ class AnnotateStage(Stage[ScoreRecord]):
             masks, _ = dynamic_masks(kept, res.poses, res.intrinsics, mask_config(a), self.refiner, self.person,
                                      res.motion_prob)
             ratio = dynamic_ratio(masks)
+        depth, depth_model, depth_alignment = res.depth, "", ""
+        if self.depth is not None:
+            from .depth import clip_depth
+
+            aligned = clip_depth(self.depth, kept, res)
+            depth, depth_model, depth_alignment = aligned.depth, self.depth.version, aligned.alignment
+        elif depth is not None:
+            depth_model, depth_alignment = res.version, f"{res.backend}'s own depth ({res.scale_convention})"
         disparity = None
-        if res.depth is not None:
+        if depth is not None:
             with np.errstate(divide="ignore"):
-                disparity = np.where(res.depth > 0, 1.0 / res.depth, 0.0).astype(np.float32)
+                disparity = np.where(depth > 0, 1.0 / depth, 0.0).astype(np.float32)
         paths = release_paths(self.cfg.artifacts_dir, score.clip_id, release_group(score.clip_id, a.release_groups))
         ann = ClipAnnotations(poses=res.poses, intrinsics=normalize_intrinsics(res.intrinsics),
                               frame_indexes=res.frame_indexes, dyn_masks=masks, disparity=disparity,
@@ -192,4 +208,4 @@ class AnnotateStage(Stage[ScoreRecord]):
         return dict(num_poses=len(res.poses), move_dist=metrics.move_dist, dist_level=metrics.dist_level,
                     rot_angle=metrics.rot_angle, traj_turns=metrics.traj_turns, anomaly=metrics.anomaly,
                     dynamic_ratio=ratio, motion_trends=main_trends(steps), instruction_steps=steps,
-                    artifacts_uri=str(paths.annotation_dir))
+                    artifacts_uri=str(paths.annotation_dir), depth_model=depth_model, depth_alignment=depth_alignment)

@@ -70,8 +70,10 @@ class GeometryResult:
     ``frame_indexes``: video frame number of each annotated frame. ``registered``: True
     where the backend registered the frame itself, False where the pose was
     interpolated. ``depth``: ``(N, H, W)`` z-depth in the backend's scale, or None.
-    ``motion_prob``: ``(N, H, W)`` in [0, 1], or None. ``points_depth``: the median depth of
-    the scene in the backend's units (used to normalise scale), or None.
+    ``motion_prob``: ``(N, H, W)`` in [0, 1], or None. ``extras["sparse_depth"]`` (optional):
+    per annotated frame ``(K, 3)`` rows ``[u, v, z]`` of the backend's points seen in it
+    (pixel coordinates, z in the backend's units; None for interpolated frames), used to
+    align a depth model's output (``depth.align_depth``).
     """
 
     backend: str

@@ -238,6 +238,7 @@ class ColmapBackend(GeometryBackend):
         poses[:, 6] = 1.0
         registered = np.zeros(n, bool)
         depths: list[NDArray[np.float64]] = []
+        uvz: dict[int, NDArray[np.float64]] = {}  # per frame: pixel u, v and depth of its points
         xyz = {pid: p.xyz for pid, p in rec.points3D.items()}
         cam = None
         for image in rec.images.values():
@@ -250,11 +251,12 @@ class ColmapBackend(GeometryBackend):
             poses[i] = w2c_to_poses7(M)
             registered[i] = True
             cam = image.camera
-            ids = [p.point3D_id for p in image.points2D if p.has_point3D()]
-            if ids:
-                P = np.array([xyz[j] for j in ids])
+            seen = [p for p in image.points2D if p.has_point3D()]
+            if seen:
+                P = np.array([xyz[p.point3D_id] for p in seen])
                 z = P @ M[:, :3].T[:, 2] + M[2, 3]
                 depths.append(z[z > 0])
+                uvz[i] = np.column_stack([np.array([p.xy for p in seen]), z])[z > 0]
         nreg = int(registered.sum())
         share = nreg / n
         if share < o.min_registered_share:
@@ -265,6 +267,7 @@ class ColmapBackend(GeometryBackend):
             return fail("no triangulated points in front of the cameras", nreg)
         poses = poses[keep]
         poses[:, :3] /= scene_depth  # scale convention: median scene depth = 1
+        sparse = [uvz[i] / [1.0, 1.0, scene_depth] if i in uvz else None for i in np.flatnonzero(keep)]
         poses = rebase_to_first(poses)
         base = baseline_ratio(poses, 1.0)
         if base < o.min_baseline:
@@ -276,7 +279,7 @@ class ColmapBackend(GeometryBackend):
             backend=self.name, version=self.version(), success=True, reason="", scale_convention=self.scale_convention,
             frame_indexes=np.asarray(frame_indexes)[keep], poses=poses, intrinsics=K, registered=registered[keep],
             num_sampled=n, width=w, height=h,
-            extras={"scene_depth_native": scene_depth, "focal_prior": self.focal_prior, "num_points": int(rec.num_points3D()),
+            extras={"sparse_depth": sparse, "scene_depth_native": scene_depth, "focal_prior": self.focal_prior, "num_points": int(rec.num_points3D()),
                     "mean_reprojection_error": float(rec.compute_mean_reprojection_error()), **self.timings},
         )
 
