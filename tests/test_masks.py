@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Iterator
+
 import numpy as np
 import pytest
 
@@ -89,11 +91,56 @@ def test_sam2_refiner_needs_its_package() -> None:
     pytest.skip("sam2 is installed: SAM2 refinement is exercised on the GPU machine, not here")
 
 
-def test_person_fallback_segments_a_person_offline() -> None:
-    pytest.importorskip("mediapipe", reason="mediapipe 0.10.14 (person-segmentation fallback) is not installed")
+def test_person_fallback_needs_mediapipe_with_its_bundled_model(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+    import types
+
+    monkeypatch.setitem(sys.modules, "mediapipe", None)  # as if not installed
+    with pytest.raises(ImportError, match=r"pip install --no-deps mediapipe==0\.10\.14"):
+        PersonSegmenter()
+    newer = types.ModuleType("mediapipe")
+    newer.__version__ = "0.10.35"  # type: ignore[attr-defined]  # tasks API only, no bundled models
+    monkeypatch.setitem(sys.modules, "mediapipe", newer)
+    with pytest.raises(ImportError, match=r"mediapipe 0\.10\.35 has no bundled selfie-segmentation model"):
+        PersonSegmenter()
+
+
+@pytest.fixture(scope="module")
+def person() -> Iterator[PersonSegmenter]:
+    import importlib.util
+
+    if importlib.util.find_spec("mediapipe") is None:  # not importorskip: PersonSegmenter does the first import
+        pytest.skip("mediapipe 0.10.14 (person-segmentation fallback) is not installed: "
+                    'pip install "spatialvid-stream[masks]" && pip install --no-deps mediapipe==0.10.14')
     seg = PersonSegmenter()
-    try:
-        blank = np.full((256, 256, 3), 128, np.uint8)
-        assert seg(blank).mean() < 0.05, "no person in a grey frame"
-    finally:
-        seg.close()
+    yield seg
+    seg.close()
+
+
+def test_person_fallback_segments_a_person_offline(person: PersonSegmenter) -> None:
+    """mediapipe's bundled selfie model on a real photograph of a person: scikit-image's
+    astronaut.png (Eileen Collins, shipped in the scikit-image wheel, a dependency of brisque)."""
+    from skimage import data
+
+    img = data.astronaut()  # 512 x 512 RGB, head and shoulders
+    m = person(img)
+    assert m.dtype == bool and m.shape == img.shape[:2]
+    assert m[60:160, 180:280].mean() > 0.9, "her face"
+    assert m[300:480, 60:200].mean() > 0.95, "her suit"
+    assert m[:80, 340:].mean() < 0.02, "the wall behind her (top right)"
+    assert 0.35 < m.mean() < 0.75
+    assert person(np.full((256, 256, 3), 128, np.uint8)).mean() < 0.05, "no person in a grey frame"
+
+
+def test_person_pixels_are_or_ed_into_the_dynamic_masks(person: PersonSegmenter) -> None:
+    """A static camera over a still photograph: no motion, so the masks are the person's pixels."""
+    from skimage import data
+
+    img = np.ascontiguousarray(data.astronaut()[::2, ::2])
+    frames = np.stack([img, img, img])
+    poses = np.tile(np.array([0, 0, 0, 0, 0, 0, 1], np.float64), (3, 1))  # w2c [t, q]: identity
+    k = np.tile(np.array([256.0, 256.0, 128.0, 128.0]), (3, 1))
+    plain, _ = dynamic_masks(frames, poses, k)
+    masks, _ = dynamic_masks(frames, poses, k, person=person)
+    assert not plain.any()
+    assert (masks == person(img)[None]).all() and 0.35 < masks.mean() < 0.75

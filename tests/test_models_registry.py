@@ -23,7 +23,7 @@ def test_every_backend_has_a_version_files_a_license_and_a_builder() -> None:
         assert spec.version and spec.weights.license and spec.weights.files and ":" in spec.builder, spec.name
     assert names["brisque-proxy"].proxy_for == "laion-aesthetic-vit-l14"
     assert names["laion-aesthetic-vit-l14"].proxy_for == ""
-    assert [s.name for s in list_models("ocr")] == ["rapidocr-ppocrv6-det"]
+    assert [s.name for s in list_models("ocr")] == ["paddleocr-det", "rapidocr-ppocrv6-det"]
 
 
 def test_unknown_model_names_the_known_ones() -> None:

@@ -251,14 +251,19 @@ class Sam2Refiner:
 
 
 class PersonSegmenter:
-    """People as dynamic regions, offline: mediapipe's selfie/person segmentation model
-    (shipped inside the mediapipe wheel). ``threshold`` on its foreground probability."""
+    """People as dynamic regions, offline: mediapipe's selfie segmentation (the legacy
+    ``mp.solutions`` graph, landscape model ``selfie_segmentation_landscape.tflite``, which
+    ships inside the mediapipe 0.10.14 wheel; 0.10.30 and later wheels ship no models).
+    ``threshold`` on its foreground probability; ``image``: RGB uint8.
+
+    Install: ``pip install "spatialvid-stream[masks]"`` then ``pip install --no-deps
+    mediapipe==0.10.14``. mediapipe's metadata pins ``protobuf<5`` (and pulls jax and the GUI
+    ``opencv-contrib-python``); with the resolver that downgrades onnx and protobuf. Its
+    selfie graph runs on the project's numpy 2 and protobuf >= 6 (tests/test_masks.py).
+    """
 
     def __init__(self, threshold: float = 0.5) -> None:
-        try:
-            import mediapipe as mp
-        except ImportError as exc:
-            raise ImportError("the person-segmentation fallback needs mediapipe (pip install mediapipe==0.10.14)") from exc
+        mp = _import_mediapipe()
         self._seg: Any = mp.solutions.selfie_segmentation.SelfieSegmentation(model_selection=1)
         self.threshold = threshold
 
@@ -270,3 +275,31 @@ class PersonSegmenter:
 
     def close(self) -> None:
         self._seg.close()
+
+
+MEDIAPIPE_INSTALL = 'pip install "spatialvid-stream[masks]" && pip install --no-deps mediapipe==0.10.14'
+
+
+def _import_mediapipe() -> Any:
+    """``import mediapipe``, less the one line its bindings print on protobuf >= 5.
+
+    mediapipe 0.10.14's pybind11_protobuf probes ``MessageFactory.GetPrototype`` (removed in
+    protobuf 5) at import and prints the AttributeError; protos then cross by serialisation,
+    which is all the selfie graph needs. Anything else written to stderr is passed on.
+    """
+    import contextlib
+    import io
+    import sys
+
+    buf = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(buf):
+            import mediapipe as mp
+    except ImportError as exc:
+        raise ImportError(f"the person-segmentation fallback needs mediapipe 0.10.14: {MEDIAPIPE_INSTALL}") from exc
+    finally:
+        sys.stderr.writelines(line for line in buf.getvalue().splitlines(keepends=True) if "GetPrototype" not in line)
+    if not hasattr(getattr(mp, "solutions", None), "selfie_segmentation"):
+        raise ImportError(f"mediapipe {getattr(mp, '__version__', '?')} has no bundled selfie-segmentation model "
+                          f"(mp.solutions was removed in 0.10.30); {MEDIAPIPE_INSTALL}")
+    return mp
