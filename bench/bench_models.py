@@ -19,6 +19,13 @@ BRISQUE proxy. Both use the rapidocr detector unless ``--no-ocr``.
     python bench/bench_models.py --backend offline --clips 8 --workers 2      # this CPU machine
     python bench/bench_models.py --backend laion --clips 48 --seconds 4 --workers 16 --batch 48 --ocr-threads 4 \
         --processes   # GPU machine (16 cores); without --processes: decode threads
+
+On the device machine the project's wheels (PyAV, rapidocr and its needs, pydantic,
+omegaconf, ...) travel in the git-ignored ``.whl/score`` folder with its ``bench.sh``
+(installs them, maps the ``spatialvid.*`` folders, runs named variants: ``proc``,
+``noocr``, ``proc16``, ``cpumot``, ``thr``). ``--work DIR`` keeps the clips and random
+weights between variants; ``--profile`` prints one clip's work on one core;
+``--ocr-check`` compares the OCR ratios with onnxruntime's on frames with rendered text.
 """
 
 from __future__ import annotations
@@ -48,7 +55,8 @@ def make_clips(folder: Path, n: int, seconds: float, w: int, h: int, fps: float 
     videos = []
     for k, (speed, light) in enumerate([(3.0, 0.8), (12.0, 0.8), (1.0, 0.5), (6.0, 0.9)]):
         spec = SampleSpec(f"v{k}", seconds * 4, speed, light, "")
-        videos.append(write_sample(folder / f"v{k}_{h}p.mp4", spec, width=w, height=h, seed=k))
+        target = folder / f"v{k}_{h}p_{seconds:g}s.mp4"
+        videos.append(target if target.exists() else write_sample(target, spec, width=w, height=h, seed=k))
     per = int(seconds * fps)
     clips = []
     for i in range(n):
@@ -104,6 +112,11 @@ def main() -> None:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--processes", action="store_true",
                     help="decode in worker processes (scoring.decode_processes), baseline measured both ways")
+    ap.add_argument("--cpu-motion", action="store_true", help="motion on the decode workers' CPUs, as before")
+    ap.add_argument("--work", default="", help="folder kept between runs (clips, random weights); default: a temp dir")
+    ap.add_argument("--ocr-check", action="store_true",
+                    help="OCR ratios of this backend vs rapidocr on onnxruntime (CPU) on frames with rendered text")
+    ap.add_argument("--profile", action="store_true", help="one clip's work on one core, step by step")
     ap.add_argument("--switch-interval", type=float, default=0.0,
                     help="sys.setswitchinterval for this run (0: Python's default 5 ms); probes GIL contention")
     args = ap.parse_args()
@@ -112,6 +125,9 @@ def main() -> None:
     w, h = map(int, args.size.split("x"))
 
     with tempfile.TemporaryDirectory() as tmp:
+        if args.work:
+            tmp = args.work
+            Path(tmp).mkdir(parents=True, exist_ok=True)
         t0 = time.perf_counter()
         clips = make_clips(Path(tmp), args.clips, args.seconds, w, h)
         print(f"{len(clips)} clips of {args.seconds:g}s at {w}x{h} rendered in {time.perf_counter() - t0:.1f}s; "
@@ -123,16 +139,25 @@ def main() -> None:
         sc.decode_processes = args.processes
         if args.backend == "laion":
             t0 = time.perf_counter()
-            write_random_laion(Path(tmp))
+            from spatialvid.processors.scorers.aesthetic import CLIP_FILE
+
+            if not (Path(tmp) / CLIP_FILE).exists():
+                write_random_laion(Path(tmp))
             sc.aesthetic_backend = "laion-aesthetic-vit-l14"
             print(f"random ViT-L/14 + MLP written in the official formats in {time.perf_counter() - t0:.1f}s")
         else:
             sc.aesthetic_backend = "brisque-proxy"
         stage = ScoreStage(cfg)
+        if args.cpu_motion:
+            stage.gpu_motion = False
         t0 = time.perf_counter()
         stage.setup()
         print(f"stage set up in {time.perf_counter() - t0:.1f}s: {stage.model_id} {stage.model_version} "
-              f"(aesthetic on {getattr(stage.aesthetic, 'device', '-')}, OCR on {getattr(stage.ocr, 'device', '-')})")
+              f"(aesthetic on {getattr(stage.aesthetic, 'device', '-')}, OCR on {getattr(stage.ocr, 'device', '-')}, "
+              f"motion on {'GPU' if stage._motion_factory else 'CPU'}; CUDA graphs: aesthetic "
+              f"{getattr(stage.aesthetic, 'graphs', '-')}, OCR {getattr(stage.ocr, 'graphs', '-')})")
+        if args.profile:
+            profile(stage, clips[1])
 
         # warm-up: first CUDA kernels, onnxruntime's first run, page cache of the files
         stage.process_batch(clips[: min(2, len(clips))])
@@ -157,6 +182,10 @@ def main() -> None:
         for name, scorer in (("aesthetic", stage.aesthetic), ("ocr", stage.ocr)):
             if scorer is not None:
                 timed(scorer, "score", acc, f"{name} model calls (model thread)")
+        if stage.ocr is not None and hasattr(stage.ocr, "_detect"):
+            timed(stage.ocr, "_detect", acc, "  of which OCR network, gate, map transfer")
+            stage.ocr.gated = [0, 0]
+        timed(stage, "score_prepared", acc, "model thread in all (models + rows)")
         t0, c0 = time.perf_counter(), time.process_time()
         rows = []
         for i in range(0, len(clips), args.batch):
@@ -177,6 +206,9 @@ def main() -> None:
         print("where the stage's time goes:")
         for k, v in acc.items():
             print(f"  {k:<48} {v:8.2f}s")
+        if getattr(stage.ocr, "gated", None):
+            print(f"  OCR frames without a possible box (no transfer, no post-processing): "
+                  f"{stage.ocr.gated[0]} of {stage.ocr.gated[1]}")
 
         # model-only throughput and batch independence, on the sampled frames of the clips
         prepared = [stage.prepare(c) for c in clips[: min(len(clips), 11)]]
@@ -194,7 +226,73 @@ def main() -> None:
                 scorer.batch_size = sc.model_batch
             print(f"{name}: {len(inputs) / dt:.1f} frames/s in one call of {len(inputs)} frames; "
                   f"max |batch of {len(inputs)} - batch of 1| = {np.abs(batched - single).max():.2e}")
+        if args.ocr_check and stage.ocr is not None:
+            ocr_check(stage, prepared)
         stage.teardown()
+
+
+def profile(stage: ScoreStage, clip: ClipRecord) -> None:
+    """One clip's work on one core (decoder single-threaded), best of 3, in ms."""
+    from spatialvid.processors.frames import luma
+    from spatialvid.processors.score import measure_clip
+    from spatialvid.processors.scorers.motion import VmafMotion
+
+    def best(fn: Callable[[], Any]) -> float:
+        out = []
+        for _ in range(3):
+            t = time.perf_counter()
+            fn()
+            out.append(time.perf_counter() - t)
+        return 1e3 * min(out)
+
+    frames = iter_frames
+    dec = best(lambda: sum(1 for _ in frames(clip.uri, max(0, clip.frame_start - 1), clip.frame_end + 1, threads=1)))
+
+    def with_motion(factory: Callable[[], Any]) -> None:
+        m = factory()
+        for _, f in frames(clip.uri, max(0, clip.frame_start - 1), clip.frame_end + 1, threads=1):
+            m.push(luma(f))
+        m.per_frame()
+
+    cpu_m = best(lambda: with_motion(VmafMotion))
+    line = f"profile, one clip on one core: decode {dec:.0f} ms; decode + CPU motion {cpu_m:.0f} ms"
+    if stage._motion_factory is not None:
+        line += f"; decode + GPU motion {best(lambda: with_motion(stage._motion_factory)):.0f} ms"
+    m = measure_clip(clip, threads=1, motion_factory=stage._motion_factory)
+    for name, s in (("aesthetic", stage.aesthetic), ("ocr", stage.ocr)):
+        if s is not None:
+            line += f"; {name} prepare x3 {best(lambda: [s.prepare(f) for f in m.sampled_rgb]):.1f} ms"
+    print(line)
+
+
+def ocr_check(stage: ScoreStage, prepared: list[Any]) -> None:
+    """The stage's OCR ratios against rapidocr on onnxruntime (CPU) on frames with rendered text."""
+    import cv2
+
+    from spatialvid.models import get_model
+
+    ref = get_model(stage.cfg.scoring.ocr_backend, stage.cfg.scoring.weights_dir, device="cpu", threads=4)
+    frames = []
+    for k, p in enumerate(prepared):
+        for rgb in p.measures.sampled_rgb[:1]:
+            img = rgb.copy()
+            lines, scale = 1 + k % 5, 0.8 + 0.3 * (k % 4)
+            y = 10
+            for j in range(lines):
+                (w, h), base = cv2.getTextSize("BREAKING NEWS 24", cv2.FONT_HERSHEY_DUPLEX, scale, 2)
+                y += h + base + 8
+                if y >= img.shape[0] - 5:
+                    break
+                cv2.rectangle(img, (10, y - h - base), (14 + w, y + base), (20, 20, 20), -1)
+                cv2.putText(img, "BREAKING NEWS 24", (12, y), cv2.FONT_HERSHEY_DUPLEX, scale, (255, 255, 255), 2,
+                            cv2.LINE_AA)
+            frames += [img, rgb]
+    a = ref.score([ref.prepare(f) for f in frames])
+    b = stage.ocr.score([stage.ocr.prepare(f) for f in frames])
+    one = np.array([stage.ocr.score([stage.ocr.prepare(f)])[0] for f in frames])
+    print(f"OCR check on {len(frames)} frames ({int((a > 0.01).sum())} with text, ratios up to {a.max():.3f}): "
+          f"max |{stage.ocr.version} - onnxruntime| = {np.abs(a - b).max():.2e}, verdicts equal: "
+          f"{bool(((a > 0.3) == (b > 0.3)).all())}; batch of {len(frames)} vs 1: {np.abs(b - one).max():.2e}")
 
 
 if __name__ == "__main__":

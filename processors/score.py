@@ -13,7 +13,9 @@ Batching and overlap: the clips of a micro-batch are decoded on a thread pool
 each worker also does the per-frame CPU preparation of the model inputs (CLIP's
 resize/crop, BRISQUE's features, the detector's resize). On CUDA the OCR detector runs
 on torch (``scorers/ocr.py``) and the GPU models pad their batches to a few fixed
-shapes, run once in :meth:`ScoreStage.setup`.
+shapes, captured as CUDA graphs in :meth:`ScoreStage.setup`; they take uint8 inputs and
+normalise on the GPU, and motion's blur and SAD run there too (``TorchVmafMotion``:
+the decode workers only copy each luma plane into a pinned buffer).
 Whenever clips finish decoding and no model call is in flight, one model thread runs the
 models on the frames of every clip that became ready, in batches of up to
 ``scoring.model_batch`` frames, while the pool goes on decoding the others (decoding,
@@ -28,7 +30,8 @@ import multiprocessing
 import queue
 import threading
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import Any, Callable, Sequence
 
 import av
@@ -42,7 +45,7 @@ from spatialvid.schemas.records import ClipRecord, ScoreRecord
 
 from .frames import iter_frames, luma, sample_indices
 from .scorers.luminance import VERSION as LUMINANCE_VERSION
-from .scorers.luminance import luminance_passes, luminance_stats
+from .scorers.luminance import LuminanceStats, luminance_passes, luminance_stats
 from .scorers.motion import VmafMotion, motion_passes
 
 log = logging.getLogger(__name__)
@@ -58,52 +61,72 @@ class ClipMeasures:
     num_frames: int
     sampled_rgb: list[np.ndarray]
     motion: float
+    luminance: LuminanceStats | None = None  # of the sampled frames, computed by the decode worker
 
 
-def measure_clip(clip: ClipRecord, width: int = 640, height: int = 360, threads: int = 0) -> ClipMeasures:
+def measure_clip(clip: ClipRecord, width: int = 640, height: int = 360, threads: int = 0,
+                 motion_factory: Callable[[], Any] | None = None) -> ClipMeasures:
     """Decode the clip once; return the motion score and the sampled RGB frames.
 
     Motion is scored with one frame of context on each side, as the reference does by
     scoring the whole source video: the clip's first frame is compared with the frame
     before it and its last with the one after (motion2 takes the minimum of both).
+    ``motion_factory`` makes the motion scorer (default :class:`VmafMotion` on the CPU;
+    the stage passes :class:`TorchVmafMotion` when the models run on CUDA).
     """
     wanted = set(sample_indices(clip.frame_start, clip.frame_end))
-    motion = VmafMotion()
+    motion = motion_factory() if motion_factory is not None else VmafMotion()
     in_clip: list[bool] = []
     sampled: list[np.ndarray] = []
     first = max(0, clip.frame_start - 1)
-    # Motion runs on its own thread, one frame behind the decoder: both release the
-    # GIL, so the blur overlaps the decoding of the next frames.
-    frames: queue.Queue[av.VideoFrame | None] = queue.Queue(maxsize=16)
+    worker: threading.Thread | None = None
+    frames: queue.Queue[av.VideoFrame | None] | None = None
+    if not getattr(motion, "inline", False):
+        # Motion runs on its own thread, one frame behind the decoder: both release the
+        # GIL, so the blur overlaps the decoding of the next frames.
+        frames = queue.Queue(maxsize=16)
+        q = frames
 
-    def consume() -> None:
-        while (frame := frames.get()) is not None:
-            motion.push(luma(frame))
+        def consume() -> None:
+            while (frame := q.get()) is not None:
+                motion.push(luma(frame))
 
-    worker = threading.Thread(target=consume, name="motion", daemon=True)
-    worker.start()
+        worker = threading.Thread(target=consume, name="motion", daemon=True)
+        worker.start()
     try:
         for idx, frame in iter_frames(clip.uri, first, clip.frame_end + 1, threads=threads):
-            frames.put(frame)
+            if frames is not None:
+                frames.put(frame)
+            else:  # a memcpy into the device scorer's staging buffer
+                motion.push(luma(frame))
             in_clip.append(clip.frame_start <= idx < clip.frame_end)
             if idx in wanted:
                 sampled.append(frame.to_ndarray(width=width, height=height, format="rgb24"))
     finally:
-        frames.put(None)
-        worker.join()
+        if frames is not None and worker is not None:
+            frames.put(None)
+            worker.join()
     per_frame = motion.per_frame()[np.array(in_clip, bool)] if in_clip else np.empty(0)
     if not sampled or per_frame.size == 0:
         raise ValueError(f"clip {clip.clip_id}: no frame decoded in [{clip.frame_start}, {clip.frame_end})")
-    return ClipMeasures(num_frames=int(per_frame.size), sampled_rgb=sampled, motion=float(per_frame.mean()))
+    return ClipMeasures(num_frames=int(per_frame.size), sampled_rgb=sampled, motion=float(per_frame.mean()),
+                        luminance=luminance_stats(sampled))
 
 
 def prepare_clip(clip: ClipRecord, width: int, height: int, threads: int,
                  aesthetic_prepare: Callable[[np.ndarray], Any] | None,
-                 ocr_prepare: Callable[[np.ndarray], Any] | None) -> "PreparedClip":
-    """Decode one clip and prepare its model inputs (a decode thread's or process's work)."""
-    m = measure_clip(clip, width, height, threads)
-    return PreparedClip(m, [aesthetic_prepare(f) for f in m.sampled_rgb] if aesthetic_prepare else [],
-                        [ocr_prepare(f) for f in m.sampled_rgb] if ocr_prepare else [])
+                 ocr_prepare: Callable[[np.ndarray], Any] | None,
+                 motion_factory: Callable[[], Any] | None = None, keep_frames: bool = True) -> "PreparedClip":
+    """Decode one clip and prepare its model inputs (a decode thread's or process's work).
+
+    ``keep_frames=False`` drops the sampled RGB frames once their luminance and model
+    inputs are computed (what a worker process sends back is then ~4x smaller)."""
+    m = measure_clip(clip, width, height, threads, motion_factory)
+    out = PreparedClip(m, [aesthetic_prepare(f) for f in m.sampled_rgb] if aesthetic_prepare else [],
+                       [ocr_prepare(f) for f in m.sampled_rgb] if ocr_prepare else [])
+    if not keep_frames:
+        out.measures = replace(m, sampled_rgb=[])
+    return out
 
 
 def _preparer(scorer: Any) -> Callable[[np.ndarray], Any] | None:
@@ -113,10 +136,38 @@ def _preparer(scorer: Any) -> Callable[[np.ndarray], Any] | None:
     return scorer.preparer() if hasattr(scorer, "preparer") else scorer.prepare
 
 
-def _init_decode_process(*preparers: Any) -> None:
+def _init_decode_process(*preparers: Any, motion_factory: Callable[[], Any] | None = None) -> None:
     """Worker start: one OpenCV thread; ``preparers`` arrive unpickled, so their imports
-    (torch, rapidocr) happen here rather than on a worker's first clip."""
+    (torch, rapidocr) happen here rather than on a worker's first clip. A device motion
+    scorer starts its CUDA context here too."""
     cv2.setNumThreads(1)
+    if motion_factory is not None:
+        m = motion_factory()
+        for _ in range(2):
+            m.push(np.zeros((8, 8), np.uint8))
+        m.per_frame()
+
+
+def _warm_worker(motion_factory: Callable[[], Any] | None) -> None:
+    _init_decode_process(motion_factory=motion_factory)
+
+
+def _cuda_motion(device: str) -> Callable[[], Any] | None:
+    """The device motion scorer's factory when the models run on CUDA, else ``None`` (CPU)."""
+    if not device.startswith("cuda"):
+        return None
+    from .scorers.motion import TorchVmafMotion
+
+    return partial(TorchVmafMotion, device)
+
+
+def _torch_cuda_device() -> str:
+    """``cuda`` when torch is installed and sees a GPU, else ``cpu``."""
+    try:
+        import torch
+    except ImportError:
+        return "cpu"
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def resolve_aesthetic_backend(name: str, weights_dir: str) -> str:
@@ -162,6 +213,8 @@ class ScoreStage(Stage[ClipRecord]):
     input = ClipRecord
     outputs = (ScoreRecord,)
     resources = Resources(cpus=2.0, gpu_memory_gb=2.0)
+    #: motion on the GPU: None = whenever scoring.device resolves to CUDA; False = CPU always
+    gpu_motion: bool | None = None
 
     def setup(self) -> None:
         self.aesthetic, self.ocr = load_scorers(self.cfg)
@@ -174,6 +227,14 @@ class ScoreStage(Stage[ClipRecord]):
         # The decoder threads already use the cores; OpenCV's own pool only adds contention.
         cv2.setNumThreads(1)
         sc = self.cfg.scoring
+        # Motion on the GPU when the models are there: the decode workers then only copy
+        # each frame's luma into a pinned buffer (gpu_motion = False keeps it on the CPU).
+        motion_device = _torch_cuda_device() if sc.device in ("", "auto") else sc.device
+        self._motion_factory = _cuda_motion(motion_device) if self.gpu_motion is not False else None
+        if self._motion_factory is not None:
+            from .scorers.motion import TorchVmafMotion
+
+            self.model_version = self.model_version.replace(VmafMotion.version, TorchVmafMotion.version)
         # Decoding releases the GIL: several clips in flight keep the cores busy. With
         # many decoders the per-frame Python (motion, queues) contends for the GIL; worker
         # processes avoid that (spawned: the parent may hold a CUDA context). They get the
@@ -185,8 +246,8 @@ class ScoreStage(Stage[ClipRecord]):
             self._pool = ProcessPoolExecutor(max_workers=max(1, sc.decode_workers),
                                              mp_context=multiprocessing.get_context("spawn"),
                                              initializer=_init_decode_process, initargs=self._preparers)
-            # start every worker now (spawn, imports), not while the first clips wait
-            wait([self._pool.submit(_init_decode_process) for _ in range(max(1, sc.decode_workers))])
+            # start every worker now (spawn, imports, CUDA context), not while the first clips wait
+            wait([self._pool.submit(_warm_worker, self._motion_factory) for _ in range(max(1, sc.decode_workers))])
         else:
             self._pool = ThreadPoolExecutor(max_workers=max(1, sc.decode_workers), thread_name_prefix="score")
         # Plan the GPU models' batch shapes now (a no-op on CPU), not on the first clips.
@@ -205,14 +266,15 @@ class ScoreStage(Stage[ClipRecord]):
         """Decode one clip and prepare its model inputs (runs on a pool thread)."""
         sc = self.cfg.scoring
         return prepare_clip(clip, sc.sample_width, sc.sample_height, sc.decode_threads,
-                            self.aesthetic.prepare if self.aesthetic else None, self.ocr.prepare if self.ocr else None)
+                            self.aesthetic.prepare if self.aesthetic else None, self.ocr.prepare if self.ocr else None,
+                            getattr(self, "_motion_factory", None))
 
     def _submit(self, clip: ClipRecord) -> Future[PreparedClip]:
         if self._preparers is None:
             return self._pool.submit(self.prepare, clip)
         sc = self.cfg.scoring
         return self._pool.submit(prepare_clip, clip, sc.sample_width, sc.sample_height, sc.decode_threads,
-                                 *self._preparers)
+                                 *self._preparers, self._motion_factory, False)
 
     def process_batch(self, items: Sequence[ClipRecord]) -> list[Result]:
         futures: dict[Future[PreparedClip], int] = {self._submit(c): i for i, c in enumerate(items)}
@@ -272,7 +334,7 @@ class ScoreStage(Stage[ClipRecord]):
 
     def record(self, clip: ClipRecord, m: ClipMeasures, aesthetic: float, ocr: float) -> ScoreRecord:
         f = self.cfg.filters
-        lum = luminance_stats(m.sampled_rgb)
+        lum = m.luminance if m.luminance is not None else luminance_stats(m.sampled_rgb)
         lum_ok, lum_why = luminance_passes(lum.mean, f.luminance_min, f.luminance_max)
         mot_ok, mot_why = motion_passes(m.motion, f.motion_min, f.motion_max)
         fields: dict[str, Any] = {}

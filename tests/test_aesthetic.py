@@ -139,6 +139,23 @@ def test_cuda_half_precision_agrees_with_cpu(tmp_path: Path, frames) -> None:
     x = [cpu.prepare(f) for f in frames]
     assert gpu.version.endswith("-fp16")
     assert gpu.score(x) == pytest.approx(cpu.score(x), abs=2e-2)
+    # its own input (uint8 crops, normalised on the GPU, CUDA graph per padded shape)
+    staged = [gpu.prepare(f) for f in frames]
+    assert staged[0].dtype == np.uint8
+    assert gpu.score(staged) == pytest.approx(cpu.score(x), abs=2e-2)
+    assert gpu.score(staged * 11)[: len(frames)] == pytest.approx(gpu.score(staged), abs=1e-3)
+
+
+def test_uint8_staging_gives_the_same_network_input_and_scores(tmp_path: Path, frames) -> None:
+    """The CUDA path's input: uint8 crops normalised by torch with clip_preprocess's arithmetic."""
+    write_official_checkpoints(tmp_path)
+    plain = get_model("laion-aesthetic-vit-l14", tmp_path, device="cpu")
+    staged = get_model("laion-aesthetic-vit-l14", tmp_path, device="cpu")
+    staged.stage_uint8 = True
+    a, b = [plain.prepare(f) for f in frames], [staged.prepare(f) for f in frames]
+    assert b[0].dtype == np.uint8 and b[0].shape == (224, 224, 3)
+    assert np.array_equal(staged._input(torch.from_numpy(np.stack(b))).numpy(), np.stack(a))
+    assert np.array_equal(staged.score(b), plain.score(a))
 
 
 def test_the_real_vit_l14_shape_is_read_from_its_tensors() -> None:

@@ -91,5 +91,12 @@ def test_torch_detector_gives_the_onnxruntime_ratios(ocr, real_frames) -> None:
     prepared = [ocr.prepare(f) for f in frames]
     reference = ocr.score(prepared)
     assert reference[0] > 0.1 and reference[1] > 0.3 and reference[2] < 0.01, reference  # text, more text, none
-    # batch_size=2 splits the three frames over two forward passes
-    assert torch_ocr.score(prepared) == pytest.approx(reference, abs=1e-4)
+    # its own input: the resized uint8 frame, normalised by torch with rapidocr's arithmetic
+    staged = [torch_ocr.prepare(f) for f in frames]
+    assert staged[0][1].dtype == np.uint8 and staged[0][1].shape == (352, 640, 3)
+    x = torch_ocr._normalise(__import__("torch").from_numpy(np.stack([p[1] for p in staged]))).numpy()
+    assert np.array_equal(x, np.concatenate([p[1] for p in prepared])), "normalisation differs from rapidocr's"
+    # batch_size=2 splits the three frames over two forward passes; the text-free frame
+    # (map below the DB threshold) skips post-processing
+    assert torch_ocr.score(staged) == pytest.approx(reference, abs=1e-4)
+    assert torch_ocr.score(staged[::-1]) == pytest.approx(reference[::-1], abs=1e-4)

@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from .ocr import bucket_sizes, pad_to_bucket
+from .ocr import bucket, bucket_sizes, pad_to_bucket
 
 CLIP_MEAN = np.array([0.48145466, 0.4578275, 0.40821073], np.float32)
 CLIP_STD = np.array([0.26862954, 0.26130258, 0.27577711], np.float32)
@@ -177,6 +177,13 @@ def clip_preprocess(rgb: np.ndarray, size: int = 224) -> np.ndarray:
     Resize(size, BICUBIC) on a PIL image (short side to ``size``, long side truncated as
     torchvision does), CenterCrop(size), ToTensor, Normalize(CLIP mean, std).
     """
+    crop = clip_crop(rgb, size).astype(np.float32) / 255.0
+    return ((crop - CLIP_MEAN) / CLIP_STD).transpose(2, 0, 1).copy()
+
+
+def clip_crop(rgb: np.ndarray, size: int = 224) -> np.ndarray:
+    """CLIP's resize and centre crop, uint8 size x size x 3 (the CUDA path's input: the
+    same ``ToTensor``/``Normalize`` arithmetic then runs on the device)."""
     h, w = rgb.shape[:2]
     if w <= h:
         new_w, new_h = size, int(size * h / w)
@@ -184,8 +191,7 @@ def clip_preprocess(rgb: np.ndarray, size: int = 224) -> np.ndarray:
         new_w, new_h = int(size * w / h), size
     img = Image.fromarray(rgb).resize((new_w, new_h), Image.BICUBIC)
     top, left = int(round((new_h - size) / 2.0)), int(round((new_w - size) / 2.0))
-    crop = np.asarray(img, np.float32)[top:top + size, left:left + size] / 255.0
-    return ((crop - CLIP_MEAN) / CLIP_STD).transpose(2, 0, 1).copy()
+    return np.ascontiguousarray(np.asarray(img)[top:top + size, left:left + size])
 
 
 def resolve_device(device: str) -> str:
@@ -205,9 +211,11 @@ class LaionAesthetic:
     reduce = "mean"
 
     def __init__(self, vit: VisionTransformer, mlp: AestheticMLP, version: str, device: str = "auto",
-                 half: bool = True, batch_size: int = 32) -> None:
+                 half: bool = True, batch_size: int = 32, stage_uint8: bool | None = None,
+                 graphs: bool = True) -> None:
         self.device = resolve_device(device)
-        self.dtype = torch.float16 if half and self.device.startswith("cuda") else torch.float32
+        cuda = self.device.startswith("cuda")
+        self.dtype = torch.float16 if half and cuda else torch.float32
         self.vit = vit.to(self.device, self.dtype).eval()
         for m in self.vit.modules():  # as OpenAI's convert_weights: LayerNorm stays float32
             if isinstance(m, nn.LayerNorm):
@@ -216,13 +224,59 @@ class LaionAesthetic:
         self.version = version + ("-fp16" if self.dtype == torch.float16 else "")
         self.batch_size = batch_size
         self.resolution = vit.input_resolution
+        # uint8 crops travel and are normalised on the device (on CUDA by default); the
+        # arithmetic is clip_preprocess's, so the network input is the same either way
+        self.stage_uint8 = cuda if stage_uint8 is None else stage_uint8
+        self.graphs = graphs and cuda
+        self._compiled: dict[int, tuple[Any, Any, Any]] = {}
+        self._255 = torch.tensor(255.0, device=self.device)  # a tensor: IEEE division, as numpy
+        self._mean = torch.from_numpy(CLIP_MEAN.reshape(1, 3, 1, 1)).to(self.device)
+        self._std = torch.from_numpy(CLIP_STD.reshape(1, 3, 1, 1)).to(self.device)
 
     def prepare(self, rgb: np.ndarray) -> np.ndarray:
-        return clip_preprocess(rgb, self.resolution)
+        return clip_crop(rgb, self.resolution) if self.stage_uint8 else clip_preprocess(rgb, self.resolution)
 
     def preparer(self) -> Callable[[np.ndarray], np.ndarray]:
         """:meth:`prepare` as a small picklable function (for decode worker processes)."""
-        return partial(clip_preprocess, size=self.resolution)
+        return partial(clip_crop if self.stage_uint8 else clip_preprocess, size=self.resolution)
+
+    def _input(self, x: torch.Tensor) -> torch.Tensor:
+        """A batch as prepared (uint8 N x S x S x 3, or float32 N x 3 x S x S) -> the ViT's input."""
+        if x.dtype == torch.uint8:
+            x = (x.permute(0, 3, 1, 2).to(torch.float32) / self._255 - self._mean) / self._std
+        return x.to(self.dtype)
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Score per row: ViT, L2 normalisation (float32), the MLP (float32)."""
+        emb = F.normalize(self.vit(self._input(x)).float(), p=2, dim=-1)
+        return self.mlp(emb).squeeze(-1)
+
+    def _runner(self, example: torch.Tensor) -> tuple[Any, Any, Any]:
+        """(CUDA graph or None, static input, static output) for one padded batch shape."""
+        key = tuple(example.shape), example.dtype
+        if key in self._compiled:
+            return self._compiled[key]
+        static_in = torch.zeros_like(example, device=self.device)
+        entry: tuple[Any, Any, Any] = (None, static_in, None)
+        if self.graphs:
+            try:
+                side = torch.cuda.Stream()
+                side.wait_stream(torch.cuda.current_stream())
+                with torch.cuda.stream(side):
+                    for _ in range(2):
+                        self._forward(static_in)
+                torch.cuda.current_stream().wait_stream(side)
+                graph = torch.cuda.CUDAGraph()
+                with torch.cuda.graph(graph, capture_error_mode="thread_local"):
+                    out = self._forward(static_in)
+                entry = (graph, static_in, out)
+            except Exception as exc:  # pragma: no cover - depends on the CUDA build
+                import logging
+
+                logging.getLogger(__name__).warning("aesthetic: CUDA graph capture failed (%s); running eagerly", exc)
+                self.graphs = False
+        self._compiled[key] = entry
+        return entry
 
     @torch.inference_mode()
     def embed(self, prepared: Sequence[np.ndarray]) -> torch.Tensor:
@@ -232,14 +286,12 @@ class LaionAesthetic:
             x = torch.from_numpy(np.stack(prepared[i:i + self.batch_size]))
             n = len(x)
             if self.device.startswith("cuda"):
-                # a few fixed shapes (powers of two), planned once by warmup(): no
-                # per-shape kernel selection mid-stream
                 x = pad_to_bucket(x.pin_memory().to(self.device, non_blocking=True), self.batch_size)
-            out.append(F.normalize(self.vit(x.to(self.dtype))[:n].float(), p=2, dim=-1))
+            out.append(F.normalize(self.vit(self._input(x))[:n].float(), p=2, dim=-1))
         return torch.cat(out)
 
     def warmup(self, example: np.ndarray) -> None:
-        """Run every padded batch shape once (CUDA only), so the stream never waits on it."""
+        """Run (capture) every padded batch shape once (CUDA only), so the stream never waits on it."""
         if self.device.startswith("cuda"):
             for b in bucket_sizes(self.batch_size):
                 self.score([example] * b)
@@ -249,7 +301,22 @@ class LaionAesthetic:
         """Aesthetic score per prepared frame (float64 array)."""
         if not prepared:
             return np.empty(0)
-        return self.mlp(self.embed(prepared)).squeeze(-1).double().cpu().numpy()
+        if not self.device.startswith("cuda"):
+            return self.mlp(self.embed(prepared)).squeeze(-1).double().cpu().numpy()
+        # CUDA: padded batch shapes, each a captured graph (ViT, normalisation, MLP in one replay)
+        out = []
+        for i in range(0, len(prepared), self.batch_size):
+            host = torch.from_numpy(np.stack(prepared[i:i + self.batch_size]))
+            n = len(host)
+            graph, static_in, static_out = self._runner(
+                host.new_empty((bucket(n, self.batch_size), *host.shape[1:])))
+            static_in[:n].copy_(host.pin_memory(), non_blocking=True)
+            if graph is not None:
+                graph.replay()
+            else:
+                static_out = self._forward(static_in)
+            out.append(static_out[:n].double().cpu())
+        return torch.cat(out).numpy()
 
     @staticmethod
     def verdict(value: float, filters: Any) -> tuple[bool, str]:

@@ -80,6 +80,16 @@ def detector_input(preprocess: Callable[[np.ndarray], np.ndarray],
     return rgb.shape[:2], preprocess(np.ascontiguousarray(rgb[..., ::-1]))
 
 
+def detector_input_u8(resize: Callable[[np.ndarray], np.ndarray],
+                      rgb: np.ndarray) -> tuple[tuple[int, int], np.ndarray]:
+    """(frame size, rapidocr's resized BGR frame, uint8 H x W x 3): the torch path's input.
+
+    The same ``cv2.resize`` as rapidocr's preprocessing; its normalisation runs on the
+    device (:meth:`TorchOcrDetector._normalise`), so a quarter of the bytes travel.
+    """
+    return rgb.shape[:2], np.ascontiguousarray(resize(np.ascontiguousarray(rgb[..., ::-1])))
+
+
 class RapidOcrDetector:
     """PP-OCR text detection on onnxruntime (CPU), batched over frames of one size."""
 
@@ -133,12 +143,16 @@ class RapidOcrDetector:
             step = self.batch_size or len(idx)
             for s in range(0, len(idx), step):
                 part = idx[s:s + step]
-                pred = self.probability_maps(np.concatenate([prepared[i][1] for i in part]))
-                found = self._map(lambda j: self.det.postprocess_op(pred[j:j + 1], prepared[part[j]][0])[0],
-                                  range(len(part)))
-                for i, f in zip(part, found):
-                    out[i] = np.asarray(f, np.float64).reshape(-1, 4, 2)
+                pred, cand = self._detect([prepared[i][1] for i in part])
+                found = self._map(lambda j: self.det.postprocess_op(pred[j:j + 1], prepared[part[cand[j]]][0])[0],
+                                  range(len(cand)))
+                for j, f in zip(cand, found):
+                    out[part[j]] = np.asarray(f, np.float64).reshape(-1, 4, 2)
         return out
+
+    def _detect(self, inputs: list[np.ndarray]) -> tuple[np.ndarray, list[int]]:
+        """Probability maps of the frames that need post-processing, and their positions."""
+        return self.probability_maps(np.concatenate(inputs)), list(range(len(inputs)))
 
     def score(self, prepared: Sequence[tuple[tuple[int, int], np.ndarray]]) -> np.ndarray:
         """Text-area ratio per prepared frame."""
@@ -285,7 +299,7 @@ class TorchOcrDetector(RapidOcrDetector):
     """
 
     def __init__(self, model_path: str | Path, version: str, device: str = "cuda", half: bool = True,
-                 batch_size: int = 32, threads: int = 2, limit_side_len: int = 960) -> None:
+                 batch_size: int = 32, threads: int = 2, limit_side_len: int = 960, graphs: bool = True) -> None:
         import torch
 
         super().__init__(model_path, version, threads, limit_side_len)
@@ -296,30 +310,120 @@ class TorchOcrDetector(RapidOcrDetector):
         tag = "-torch-" + device.split(":")[0] + ("-fp16" if self.dtype == torch.float16 else "")
         self.version = version + tag
         self._post = ThreadPoolExecutor(max(1, threads), thread_name_prefix="ocr-post")
+        pre = self.preprocess
+        self._scale = float(pre.scale)
+        # rapidocr normalises in float64 ((x * f32(1/255)) - mean) / std, then float32
+        self._mean = torch.tensor(np.asarray(pre.mean, np.float64).reshape(1, 3, 1, 1), device=device)
+        self._std = torch.tensor(np.asarray(pre.std, np.float64).reshape(1, 3, 1, 1), device=device)
+        post = self.det.postprocess_op
+        # A box needs its mean probability >= box_thresh (and a pixel > thresh to exist at
+        # all); a mean never exceeds the map's maximum, so a frame whose maximum stays below
+        # both has no box: the gate for the transfer and the post-processing.
+        self.thresh = max(float(post.thresh), float(getattr(post, "box_thresh", post.thresh)))
+        self.gated = [0, 0]  # frames skipped by the gate, frames detected
+        self.graphs = graphs and device.startswith("cuda")
+        self._compiled: dict[tuple[int, int, int], tuple[Any, Any, Any, Any]] = {}
 
-    def probability_maps(self, batch: np.ndarray) -> np.ndarray:
-        """The detector's output (N x 1 x H x W, float32 on the host) for one stacked batch.
+    def prepare(self, rgb: np.ndarray) -> tuple[tuple[int, int], np.ndarray]:
+        """The resized BGR frame as uint8 (normalised on the device)."""
+        return detector_input_u8(self.preprocess.resize, rgb)
 
-        On CUDA the batch is padded with blank frames to a power of two: cuDNN plans
-        its ~85 convolutions once per input shape (about a second each time), so a
-        handful of shapes, planned at start-up by :meth:`warmup`, keeps that off the
-        stream. Each frame's output does not depend on the others in the batch.
+    def preparer(self) -> Callable[[np.ndarray], tuple[tuple[int, int], np.ndarray]]:
+        return partial(detector_input_u8, self.preprocess.resize)
+
+    def _normalise(self, u8: Any) -> Any:
+        """N x H x W x 3 uint8 -> N x 3 x H x W network input, rapidocr's arithmetic."""
+        import torch
+
+        x = u8.permute(0, 3, 1, 2).to(torch.float32) * self._scale
+        return ((x.to(torch.float64) - self._mean) / self._std).to(torch.float32).to(self.dtype)
+
+    def _forward(self, u8: Any) -> tuple[Any, Any]:
+        out = self.net(self._normalise(u8))
+        return out, out.float().amax(dim=(1, 2, 3))
+
+    def _runner(self, b: int, h: int, w: int) -> tuple[Any, Any, Any, Any]:
+        """(CUDA graph or None, static input, static map, static peak) for one padded shape.
+
+        On CUDA the ~460 operations of the interpreted graph are captured once per
+        shape and replayed with one launch; normalisation and the per-frame peak are
+        in the graph too. If capture fails the detector runs eagerly (same values).
         """
         import torch
 
-        n = len(batch)
+        key = (b, h, w)
+        if key in self._compiled:
+            return self._compiled[key]
+        static_in = torch.zeros((b, h, w, 3), dtype=torch.uint8, device=self.device)
+        entry: tuple[Any, Any, Any, Any] = (None, static_in, None, None)
+        if self.graphs:
+            try:
+                side = torch.cuda.Stream()
+                side.wait_stream(torch.cuda.current_stream())
+                with torch.cuda.stream(side):
+                    for _ in range(2):
+                        self._forward(static_in)
+                torch.cuda.current_stream().wait_stream(side)
+                graph = torch.cuda.CUDAGraph()
+                with torch.cuda.graph(graph, capture_error_mode="thread_local"):
+                    out, peak = self._forward(static_in)
+                entry = (graph, static_in, out, peak)
+            except Exception as exc:  # pragma: no cover - depends on the CUDA build
+                import logging
+
+                logging.getLogger(__name__).warning("OCR detector: CUDA graph capture failed (%s); running eagerly",
+                                                    exc)
+                self.graphs = False
+        self._compiled[key] = entry
+        return entry
+
+    def _detect(self, inputs: list[np.ndarray]) -> tuple[np.ndarray, list[int]]:
+        """Maps of the frames where some pixel may pass the DB threshold, and their positions.
+
+        A frame whose probability map stays below rapidocr's box threshold everywhere
+        (max of its ``thresh`` and ``box_thresh``) can have no box: no contour, or every
+        contour's mean score is below ``box_thresh``. It skips the transfer and the
+        post-processing (a margin of 1e-3 keeps that decision safe).
+        """
+        import torch
+
+        n = len(inputs)
         with torch.inference_mode():
-            x = torch.from_numpy(np.ascontiguousarray(batch, np.float32))
+            host = torch.from_numpy(np.stack(inputs))
             if self.device.startswith("cuda"):
-                x = pad_to_bucket(x.pin_memory().to(self.device, non_blocking=True), self.batch_size)
+                h, w = host.shape[1:3]
+                graph, static_in, out, peak = self._runner(bucket(n, self.batch_size), h, w)
+                static_in[:n].copy_(host.pin_memory(), non_blocking=True)
+                if graph is not None:
+                    graph.replay()
+                else:
+                    out, peak = self._forward(static_in)
+            else:
+                out, peak = self._forward(host)
+            cand = np.flatnonzero(peak[:n].cpu().numpy() > self.thresh - 1e-3).tolist()
+            self.gated[0] += n - len(cand)
+            self.gated[1] += n
+            if not cand:
+                return np.empty((0, 1, *host.shape[1:3]), np.float32), []
             # fp16 maps come back as fp16 (half the bytes; the same values), widened on the host
-            return self.net(x.to(self.dtype))[:n].cpu().float().numpy()
+            sel = out[torch.tensor(cand, device=out.device)] if len(cand) < n else out[:n]
+            return sel.cpu().float().numpy(), cand
+
+    def probability_maps(self, batch: np.ndarray) -> np.ndarray:
+        """The detector's output (N x 1 x H x W, float32 on the host) for N x H x W x 3 uint8 frames."""
+        import torch
+
+        with torch.inference_mode():
+            x = torch.from_numpy(np.ascontiguousarray(batch)).to(self.device)
+            out = self.net(self._normalise(pad_to_bucket(x, self.batch_size) if self.device.startswith("cuda")
+                                          else x))
+            return out[:len(batch)].cpu().float().numpy()
 
     def warmup(self, example: tuple[tuple[int, int], np.ndarray]) -> None:
-        """Plan every padded batch shape once for frames like ``example`` (CUDA only)."""
+        """Capture (or plan) every padded batch shape once for frames like ``example`` (CUDA only)."""
         if self.device.startswith("cuda"):
             for b in bucket_sizes(self.batch_size):
-                self.probability_maps(np.concatenate([example[1]] * b))
+                self._detect([example[1]] * b)
 
     def _map(self, fn: Callable[[int], Any], items: range) -> Iterable[Any]:
         # DB post-processing is per frame and CPU-bound (contours, unclip): a few
