@@ -411,7 +411,7 @@ register_model(ModelSpec(
 ))
 
 # Depth (SPEC.md §3; issue 6): Depth Anything V2, architecture in processors/geometry/depth.py,
-# official state dicts loaded strictly; UniDepth through the user's `unidepth` package.
+# official state dicts loaded strictly; UniDepth V2 likewise in processors/geometry/unidepth.py.
 DAV2_HF = "https://huggingface.co/depth-anything/{repo}/resolve/main/{file}?download=true"
 for _enc, _size, _params, _lic, _gb in (("vits", "Small", "24.8M", "Apache-2.0", 1.0),
                                         ("vitb", "Base", "97.5M", "CC-BY-NC-4.0", 1.5),
@@ -466,10 +466,11 @@ register_model(ModelSpec(
         source="the snapshot folder of huggingface.co/lpiccinelli/unidepth-v2-vitl14 (config.json, "
                "model.safetensors) at <weights_dir>/unidepth-v2-vitl14",
         license="CC-BY-NC-4.0"),
-    description="UniDepth V2 ViT-L/14 run by YOUR `unidepth` installation (architecture not reimplemented here): "
-                "metric depth and intrinsics",
-    requires=("torch", "unidepth"),
-    install="git clone https://github.com/lpiccinelli-eth/UniDepth && pip install -e UniDepth",
+    description="UniDepth V2 ViT-L/14 (353.8M; DINOv2 + camera head + depth decoder in plain torch, "
+                "processors/geometry/unidepth.py): metric depth and intrinsics; implementation='package' "
+                "runs your own `unidepth` installation instead",
+    requires=("torch", "safetensors"),
+    install='pip install "spatialvid-stream[models]" (GPU: install the CUDA build of torch first)',
     device="cuda-preferred",
     gpu_memory_gb=4.0,
     options={"variant": "v2", "name": "unidepth-v2-vitl14"},

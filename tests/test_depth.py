@@ -1,5 +1,6 @@
 """Depth adapters (processors/geometry/depth.py): Depth Anything V2 built here and loaded from
-official-format state dicts the tests save (random weights), UniDepth through its package,
+official-format state dicts the tests save (random weights), UniDepth through the user's package
+(the in-repo UniDepth V2 is tested in test_unidepth.py),
 alignment to a backend's sparse depths, and the annotate stage's optional depth step."""
 
 from __future__ import annotations
@@ -233,7 +234,7 @@ def test_registry_lists_the_depth_models() -> None:
     assert names["depth-anything-v2-vits"].weights.license == "Apache-2.0"
     assert names["depth-anything-v2-vitl"].weights.license == "CC-BY-NC-4.0"
     assert names["depth-anything-v2-metric-vkitti-vitl"].options["max_depth"] == 80.0
-    assert "unidepth" in names["unidepth-v2-vitl14"].requires
+    assert "safetensors" in names["unidepth-v2-vitl14"].requires  # in-repo architecture (test_unidepth.py)
 
 
 # ----------------------------------------------------------------------------- UniDepth
@@ -242,8 +243,12 @@ def test_unidepth_without_its_package_says_what_to_install_and_where_the_files_g
         pytest.skip("a real unidepth package is installed here")
     with pytest.raises(MissingPackage, match=r"unidepth.*github\.com/lpiccinelli-eth/UniDepth.*config\.json"):
         UniDepth.from_pretrained(tmp_path / "unidepth-v2-vitl14")
-    with pytest.raises(MissingPackage, match=r"'unidepth' is not installed.*pip install -e UniDepth"):
-        get_model("unidepth-v2-vitl14", tmp_path)
+    folder = tmp_path / "unidepth-v2-vitl14"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    (folder / "model.safetensors").write_bytes(b"stand-in")
+    with pytest.raises(MissingPackage, match=r"`unidepth` package.*pip install -e UniDepth"):
+        get_model("unidepth-v2-vitl14", tmp_path, implementation="package")
 
 
 class FakeUniDepthV2(torch.nn.Module):
@@ -279,7 +284,7 @@ def test_unidepth_adapter_glue_with_a_stand_in_package(tmp_path: Path, monkeypat
     folder.mkdir()
     (folder / "config.json").write_text(json.dumps({"scale": 2.0}))
     (folder / "model.safetensors").write_bytes(b"stand-in")
-    model = get_model("unidepth-v2-vitl14", tmp_path, device="cpu", batch_size=2)
+    model = get_model("unidepth-v2-vitl14", tmp_path, device="cpu", batch_size=2, implementation="package")
     assert isinstance(model, UniDepth) and model.kind == "metric" and model.version == "unidepth-v2-vitl14"
     clip = frames(3)
     pred = model.predict(clip)

@@ -11,10 +11,12 @@
   ImageNet normalisation; the prediction is resized back (bilinear, corners aligned).
   The relative models give affine-invariant **disparity** (inverse depth, unknown scale
   and shift); the metric ones give **depth in metres** (``sigmoid * max_depth``).
-* **UniDepth** (github.com/lpiccinelli-eth/UniDepth): its architecture is NOT
-  reproduced here. The adapter imports the user's own ``unidepth`` installation and
-  loads the local Hugging Face snapshot folder (``config.json`` + weights) with the
-  package's ``from_pretrained``, offline; it gives metric depth and intrinsics.
+* **UniDepth V2** (github.com/lpiccinelli-eth/UniDepth): written in plain torch in
+  :mod:`.unidepth` (UniDepth's DINOv2 encoder built on the blocks here, its camera head and
+  depth decoder) with the official parameter names; a local Hugging Face snapshot folder
+  (``config.json`` + ``model.safetensors``) loads strictly; it gives metric depth and
+  intrinsics. ``implementation="package"`` runs the user's own ``unidepth`` installation
+  instead (V1 too) through :class:`UniDepth`.
 
 Every model is a :class:`DepthEstimator`: RGB uint8 frames ``(N, H, W, 3)`` in, a
 :class:`DepthPrediction` at the frames' resolution out. :func:`align_depth` turns a
@@ -424,7 +426,8 @@ class DepthAnythingV2(DepthEstimator):
         return DepthPrediction(values.astype(np.float32, copy=False), self.kind)
 
 
-# --------------------------------------------------------------------------- UniDepth (external package)
+# --------------------------------------------------------------------------- UniDepth (the user's package; the
+# in-repo architecture is processors/geometry/unidepth.py)
 UNIDEPTH_INSTALL = ("git clone https://github.com/lpiccinelli-eth/UniDepth && pip install -e UniDepth "
                     "(its requirements include xformers and a CUDA build of torch)")
 
@@ -601,13 +604,27 @@ def build_depth_anything_v2(files: dict[str, Path], encoder: str = "vits", max_d
 
 def build_unidepth(files: dict[str, Path], variant: str = "v2", name: str = "", version: str = "",
                    device: str = "auto", batch_size: int = 4, resolution_level: int | None = None,
-                   **_: Any) -> UniDepth:
-    """Registry builder for ``unidepth-*``: the snapshot folder holding the declared files."""
+                   implementation: str = "builtin", **_: Any) -> DepthEstimator:
+    """Registry builder for ``unidepth-*``: the snapshot folder holding the declared files.
+
+    ``implementation="builtin"`` (default): the architecture of :mod:`.unidepth`, V2 only;
+    ``"package"``: the user's ``unidepth`` installation (V1 or V2)."""
     folder = Path(next(iter(files.values()))).parent
     version = version or _registered_version(name)
-    return UniDepth.from_pretrained(folder, variant, name=name or f"unidepth-{variant}",
-                                    version=version or f"unidepth-{variant}-{folder.name}", device=device,
-                                    batch_size=batch_size, resolution_level=resolution_level)
+    name = name or f"unidepth-{variant}"
+    version = version or f"unidepth-{variant}-{folder.name}"
+    if implementation == "package":
+        return UniDepth.from_pretrained(folder, variant, name=name, version=version, device=device,
+                                        batch_size=batch_size, resolution_level=resolution_level)
+    if implementation != "builtin":
+        raise ValueError(f"UniDepth implementation {implementation!r}: expected 'builtin' or 'package'")
+    if variant != "v2":
+        raise ValueError(f"UniDepth {variant}: only V2 is reimplemented here; set implementation='package' "
+                         f"to run it with the `unidepth` package ({UNIDEPTH_INSTALL})")
+    from .unidepth import UniDepthV2
+
+    return UniDepthV2.from_pretrained(folder, name=name, version=version, device=device, batch_size=batch_size,
+                                      resolution_level=resolution_level)
 
 
 def load_depth_estimator(name: str, checkpoint: str = "", weights_dir: str | None = None,
