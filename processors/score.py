@@ -18,9 +18,12 @@ normalise on the GPU, and motion's blur and SAD run there too (``TorchVmafMotion
 the decode workers only copy each luma plane into a pinned buffer).
 Whenever clips finish decoding and no model call is in flight, one model thread runs the
 models on the frames of every clip that became ready, in batches of up to
-``scoring.model_batch`` frames, while the pool goes on decoding the others (decoding,
-GPU inference and the OCR detector's post-processing overlap). A frame's score does not
-depend on which batch it is in; rows are returned in the order of the clips.
+``scoring.model_batch`` frames, while the pool goes on decoding the others. On CUDA the
+model thread only launches the networks: the OCR detector's DB post-processing (contours,
+box scores, unclip; rapidocr's Python) runs in the detector's own worker processes, and a
+call's rows are written when its ratios come back, while the next call's networks run.
+A frame's score does not depend on which batch it is in; rows are returned in the order
+of the clips.
 """
 
 from __future__ import annotations
@@ -205,6 +208,17 @@ class PreparedClip:
     ocr_inputs: list[Any] = field(default_factory=list)
 
 
+@dataclass
+class Launched:
+    """One model call whose networks ran: its clips, their aesthetic values, and the
+    future of the OCR detector's per-frame ratios (post-processed by its workers)."""
+
+    ready: list[tuple[int, PreparedClip]]
+    aesthetic: list[float]
+    ocr_inputs: list[list[Any]]
+    ocr: Future[Any]
+
+
 @register_stage
 class ScoreStage(Stage[ClipRecord]):
     """The four quality filters (aesthetic, luminance, OCR, motion), one score row per clip."""
@@ -261,6 +275,9 @@ class ScoreStage(Stage[ClipRecord]):
     def teardown(self) -> None:
         self._pool.shutdown()
         self._models.shutdown()
+        for scorer in (self.aesthetic, self.ocr):
+            if scorer is not None and hasattr(scorer, "close"):
+                scorer.close()
 
     def prepare(self, clip: ClipRecord) -> PreparedClip:
         """Decode one clip and prepare its model inputs (runs on a pool thread)."""
@@ -280,17 +297,22 @@ class ScoreStage(Stage[ClipRecord]):
         futures: dict[Future[PreparedClip], int] = {self._submit(c): i for i, c in enumerate(items)}
         results: list[Result | None] = [None] * len(items)
         pending: list[tuple[int, PreparedClip]] = []  # decoded, waiting for the models
-        running: Future[list[ScoreRecord]] | None = None  # the model call in flight
-        in_flight: list[int] = []  # its clips' indices
+        running: Future[Launched] | None = None  # the model call in flight
+        finishing: dict[Future[Any], Launched] = {}  # model calls whose OCR post-processing runs elsewhere
         try:
-            while futures or pending or running is not None:
-                waiting = set(futures) | ({running} if running is not None else set())
+            while futures or pending or running is not None or finishing:
+                waiting = set(futures) | set(finishing) | ({running} if running is not None else set())
                 done, _ = wait(waiting, return_when=FIRST_COMPLETED)
                 for fut in done:
-                    if fut is running:  # a model call finished: its clips' rows
-                        for i, rec in zip(in_flight, fut.result()):
+                    if fut is running:  # the networks ran: rows once the OCR ratios are in
+                        launched = fut.result()
+                        finishing[launched.ocr] = launched
+                        running = None
+                        continue
+                    if fut in finishing:  # a model call's rows
+                        launched = finishing.pop(fut)
+                        for (i, _), rec in zip(launched.ready, self.finish(items, launched)):
                             results[i] = [rec]
-                        running, in_flight = None, []
                         continue
                     i = futures.pop(fut)
                     try:
@@ -298,24 +320,23 @@ class ScoreStage(Stage[ClipRecord]):
                     except (VideoError, ValueError, OSError) as exc:  # bad input: a dead letter, not a retry
                         results[i] = exc
                 # Pipelined: the models run on their own thread, on every clip that became
-                # ready since the last call, while the pool goes on decoding the others.
+                # ready since the last call, while the pool goes on decoding the others; the
+                # OCR detector's post-processing of one call overlaps the next call.
                 if running is None and pending:
-                    in_flight = [i for i, _ in pending]
-                    running = self._models.submit(self.score_prepared, items, pending)
+                    running = self._models.submit(self.launch, items, pending)
                     pending = []
         finally:
             for fut in futures:
                 fut.cancel()
             if running is not None:  # never leave a model call running past the batch
                 wait([running])
+            if finishing:
+                wait(list(finishing))
         return results  # type: ignore[return-value]  (every slot is filled once the loop ends)
 
-    def _run(self, scorer: Any, inputs: list[list[Any]]) -> list[float]:
-        """One batched call over the frames of several clips; one reduced value per clip."""
-        if scorer is None:
-            return [float("nan")] * len(inputs)
-        flat = [x for per_clip in inputs for x in per_clip]
-        values = scorer.score(flat)
+    @staticmethod
+    def _reduce(scorer: Any, inputs: list[list[Any]], values: np.ndarray) -> list[float]:
+        """One value per clip from the values of its frames (max or mean)."""
         out, k = [], 0
         for per_clip in inputs:
             v = values[k:k + len(per_clip)]
@@ -323,10 +344,44 @@ class ScoreStage(Stage[ClipRecord]):
             out.append(float(v.max() if scorer.reduce == "max" else v.mean()))
         return out
 
+    def launch(self, items: Sequence[ClipRecord], ready: list[tuple[int, PreparedClip]]) -> "Launched":
+        """The model thread's work: the networks on the ready clips' frames.
+
+        The ViT is enqueued first and read back last, so the detector's input staging
+        overlaps it on the GPU; the detector's DB post-processing is handed to its
+        workers (a future of the ratios), so the next call need not wait for it.
+        """
+        a_inputs = [p.aesthetic_inputs for _, p in ready]
+        o_inputs = [p.ocr_inputs for _, p in ready]
+        collect: Callable[[], np.ndarray] | None = None
+        aesthetic = [float("nan")] * len(ready)
+        if self.aesthetic is not None:
+            flat = [x for per_clip in a_inputs for x in per_clip]
+            if hasattr(self.aesthetic, "launch"):
+                collect = self.aesthetic.launch(flat)
+            else:
+                aesthetic = self._reduce(self.aesthetic, a_inputs, self.aesthetic.score(flat))
+        ocr: Future[Any] = Future()
+        if self.ocr is None:
+            ocr.set_result(None)
+        elif hasattr(self.ocr, "score_async"):
+            ocr = self.ocr.score_async([x for per_clip in o_inputs for x in per_clip])
+        else:
+            ocr.set_result(self.ocr.score([x for per_clip in o_inputs for x in per_clip]))
+        if collect is not None:
+            aesthetic = self._reduce(self.aesthetic, a_inputs, collect())
+        return Launched(list(ready), aesthetic, o_inputs, ocr)
+
+    def finish(self, items: Sequence[ClipRecord], launched: "Launched") -> list[ScoreRecord]:
+        """The rows of one model call (its OCR ratios are in)."""
+        values = launched.ocr.result()
+        ocr = ([float("nan")] * len(launched.ready) if self.ocr is None
+               else self._reduce(self.ocr, launched.ocr_inputs, values))
+        return [self.record(items[i], p.measures, a, o)
+                for (i, p), a, o in zip(launched.ready, launched.aesthetic, ocr)]
+
     def score_prepared(self, items: Sequence[ClipRecord], ready: list[tuple[int, PreparedClip]]) -> list[ScoreRecord]:
-        aesthetic = self._run(self.aesthetic, [p.aesthetic_inputs for _, p in ready])
-        ocr = self._run(self.ocr, [p.ocr_inputs for _, p in ready])
-        return [self.record(items[i], p.measures, a, o) for (i, p), a, o in zip(ready, aesthetic, ocr)]
+        return self.finish(items, self.launch(items, ready))
 
     def score(self, clip: ClipRecord) -> ScoreRecord:
         """Score one clip (no batching; the benchmark's and the tests' entry point)."""

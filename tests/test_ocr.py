@@ -100,3 +100,35 @@ def test_torch_detector_gives_the_onnxruntime_ratios(ocr, real_frames) -> None:
     # (map below the DB threshold) skips post-processing
     assert torch_ocr.score(staged) == pytest.approx(reference, abs=1e-4)
     assert torch_ocr.score(staged[::-1]) == pytest.approx(reference[::-1], abs=1e-4)
+
+
+def test_post_processing_in_worker_processes_gives_the_same_ratios(ocr, real_frames) -> None:
+    """The CUDA path's default: rapidocr's DB post-processing in worker processes, fed the
+    maps in the network's dtype, handed back as a future while the next networks run.
+    Here on the CPU (float32): the ratios of the in-thread path, exactly, at any batch size."""
+    pytest.importorskip("torch", reason="the torch detector (the CUDA path) needs torch")
+    pytest.importorskip("onnx", reason="the torch detector reads the ONNX graph with the onnx package")
+    from spatialvid.processors.scorers.ocr import post_ratios
+
+    frames = [render_text(real_frames[0], 3, 1.5)[0], render_text(real_frames[1], 5, 1.6)[0], real_frames[2],
+              render_text(real_frames[2], 1, 1.0)[0]]
+    threads = get_model("rapidocr-ppocrv6-det", device="torch-cpu", batch_size=4)
+    procs = get_model("rapidocr-ppocrv6-det", device="torch-cpu", batch_size=3, post_processes=2)
+    try:
+        assert threads.post_processes == 0 and procs.post_processes == 2
+        staged = [threads.prepare(f) for f in frames]
+        reference = ocr.score([ocr.prepare(f) for f in frames])
+        in_threads = threads.score(staged)
+        pending = procs.score_async(staged)  # a future: the networks ran, the post-processing runs elsewhere
+        in_procs = pending.result(timeout=120)
+        assert np.array_equal(in_procs, in_threads), (in_procs, in_threads)
+        assert in_procs == pytest.approx(reference, abs=1e-4)
+        assert np.array_equal(procs.score(staged[::-1]), in_threads[::-1])
+        assert procs.post_stats[0] >= 6  # frames with a possible box went through the workers
+        # a float16 map (what comes back from CUDA) is widened exactly: the same ratios as float32
+        maps, cand = threads._detect([p[1] for p in staged])
+        half = maps.astype(np.float16)
+        op, shapes = threads.det.postprocess_op, [staged[i][0] for i in cand]
+        assert post_ratios(op, half, shapes) == post_ratios(op, half[:, 0].astype(np.float32), shapes)
+    finally:
+        procs.close()

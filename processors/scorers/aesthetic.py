@@ -296,13 +296,23 @@ class LaionAesthetic:
             for b in bucket_sizes(self.batch_size):
                 self.score([example] * b)
 
-    @torch.inference_mode()
     def score(self, prepared: Sequence[np.ndarray]) -> np.ndarray:
         """Aesthetic score per prepared frame (float64 array)."""
+        return self.launch(prepared)()
+
+    @torch.inference_mode()
+    def launch(self, prepared: Sequence[np.ndarray]) -> Callable[[], np.ndarray]:
+        """Enqueues the model calls; returns the function that waits for the scores.
+
+        On CUDA nothing here waits for the GPU: the caller can stage the next model's
+        input while the ViT runs (the stage launches the OCR detector in between). The
+        values are those of one :meth:`score` call.
+        """
         if not prepared:
-            return np.empty(0)
+            return lambda: np.empty(0)
         if not self.device.startswith("cuda"):
-            return self.mlp(self.embed(prepared)).squeeze(-1).double().cpu().numpy()
+            values = self.mlp(self.embed(prepared)).squeeze(-1).double().cpu().numpy()
+            return lambda: values
         # CUDA: padded batch shapes, each a captured graph (ViT, normalisation, MLP in one replay)
         out = []
         for i in range(0, len(prepared), self.batch_size):
@@ -315,8 +325,13 @@ class LaionAesthetic:
                 graph.replay()
             else:
                 static_out = self._forward(static_in)
-            out.append(static_out[:n].double().cpu())
-        return torch.cat(out).numpy()
+            out.append(static_out[:n].double())  # a copy, in stream order: the next replay may reuse the buffer
+
+        def collect() -> np.ndarray:
+            with torch.inference_mode():
+                return torch.cat(out).cpu().numpy()
+
+        return collect
 
     @staticmethod
     def verdict(value: float, filters: Any) -> tuple[bool, str]:

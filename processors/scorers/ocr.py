@@ -21,12 +21,16 @@ one onnxruntime call (a batch), then post-processed one by one.
 On CUDA (``scoring.device`` auto with a GPU, or cuda) the same ONNX file runs on torch
 instead (:class:`TorchOcrDetector`: a small interpreter of the graph's operators on its
 own weights, batched, fp16), since onnxruntime's wheel is CPU-only; pre- and
-post-processing stay rapidocr's. Needs the ``onnx`` package to read the graph.
+post-processing stay rapidocr's. Needs the ``onnx`` package to read the graph. There the
+DB post-processing runs in a few worker processes (:meth:`TorchOcrDetector.score_async`),
+fed the float16 maps and widening them to float32 exactly as the in-thread path does.
 """
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
+import threading
+import time
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
@@ -72,6 +76,77 @@ def ocr_passes(ratio: float, hi: float = 0.3) -> tuple[bool, str]:
     if ratio > hi:
         return False, f"text covers {ratio:.1%} of a frame > {hi:.0%}"
     return True, ""
+
+
+def post_ratios(op: Any, maps: np.ndarray, shapes: Sequence[tuple[int, int]]) -> list[float]:
+    """rapidocr's DB post-processing (``op``) of k probability maps (k x H x W, float16 or
+    float32) -> the text-area ratio of each frame (``shapes``: the scored frames' sizes).
+
+    The map is widened to float32 first (exact for float16), so the threshold, contours,
+    box scores (``cv2.mean`` over the float32 map) and unclip see the values that the
+    in-thread path gives rapidocr: the same boxes, the same ratios.
+    """
+    out = []
+    for m, shape in zip(maps, shapes):
+        pred = np.asarray(m, np.float32).reshape(1, 1, *m.shape[-2:])
+        boxes = op(pred, shape)[0]
+        out.append(text_area_ratio(np.asarray(boxes, np.float64).reshape(-1, 4, 2), *shape))
+    return out
+
+
+_POST_OP: Any = None  # rapidocr's DBPostProcess, in a post-processing worker process
+
+
+def _init_post_process(op: Any) -> None:
+    global _POST_OP
+    import cv2
+
+    cv2.setNumThreads(1)
+    _POST_OP = op
+
+
+def _post_in_process(maps: np.ndarray, shapes: Sequence[tuple[int, int]]) -> tuple[list[float], float]:
+    """A worker process's share of one model call: (ratios, seconds spent)."""
+    t = time.perf_counter()
+    return post_ratios(_POST_OP, maps, shapes), time.perf_counter() - t
+
+
+def _post_in_thread(op: Any, maps: np.ndarray, shapes: Sequence[tuple[int, int]]) -> tuple[list[float], float]:
+    t = time.perf_counter()
+    return post_ratios(op, maps, shapes), time.perf_counter() - t
+
+
+def gather_ratios(parts: Sequence[tuple[Future, Sequence[int]]], n: int,
+                  stats: list[float] | None = None) -> "Future[np.ndarray]":
+    """One future for ``n`` ratios whose shares (a future of (ratios, seconds), their
+    positions) are computed elsewhere; positions in no share stay 0 (no box)."""
+    out = np.zeros(n, np.float64)
+    result: Future = Future()
+    if not parts:
+        result.set_result(out)
+        return result
+    lock, left = threading.Lock(), [len(parts)]
+
+    def done(fut: Future, positions: Sequence[int]) -> None:
+        try:
+            values, seconds = fut.result()
+        except BaseException as exc:  # noqa: BLE001 - handed to whoever waits
+            with lock:
+                if not result.done():
+                    result.set_exception(exc)
+            return
+        out[list(positions)] = values
+        with lock:
+            if stats is not None:
+                stats[0] += len(positions)
+                stats[1] += seconds
+            left[0] -= 1
+            if left[0] == 0 and not result.done():
+                result.set_result(out)
+
+    for fut, positions in parts:
+        fut.add_done_callback(partial(done, positions=positions))
+    return result
 
 
 def detector_input(preprocess: Callable[[np.ndarray], np.ndarray],
@@ -144,7 +219,8 @@ class RapidOcrDetector:
             for s in range(0, len(idx), step):
                 part = idx[s:s + step]
                 pred, cand = self._detect([prepared[i][1] for i in part])
-                found = self._map(lambda j: self.det.postprocess_op(pred[j:j + 1], prepared[part[cand[j]]][0])[0],
+                found = self._map(lambda j: self.det.postprocess_op(np.asarray(pred[j:j + 1], np.float32),
+                                                                     prepared[part[cand[j]]][0])[0],
                                   range(len(cand)))
                 for j, f in zip(cand, found):
                     out[part[j]] = np.asarray(f, np.float64).reshape(-1, 4, 2)
@@ -299,7 +375,8 @@ class TorchOcrDetector(RapidOcrDetector):
     """
 
     def __init__(self, model_path: str | Path, version: str, device: str = "cuda", half: bool = True,
-                 batch_size: int = 32, threads: int = 2, limit_side_len: int = 960, graphs: bool = True) -> None:
+                 batch_size: int = 32, threads: int = 2, limit_side_len: int = 960, graphs: bool = True,
+                 post_processes: int | None = None) -> None:
         import torch
 
         super().__init__(model_path, version, threads, limit_side_len)
@@ -310,6 +387,14 @@ class TorchOcrDetector(RapidOcrDetector):
         tag = "-torch-" + device.split(":")[0] + ("-fp16" if self.dtype == torch.float16 else "")
         self.version = version + tag
         self._post = ThreadPoolExecutor(max(1, threads), thread_name_prefix="ocr-post")
+        # DB post-processing in worker processes (default on CUDA: ``threads`` of them): the
+        # model thread then only launches networks, and the contour/box/unclip Python runs
+        # in parallel instead of on GIL-bound threads beside it. 0: the threads above.
+        if post_processes is None:
+            post_processes = max(1, threads) if device.startswith("cuda") else 0
+        self.post_processes = max(0, post_processes)
+        self._procs: Executor | None = None
+        self.post_stats = [0, 0.0]  # frames post-processed, seconds spent on them (summed over workers)
         pre = self.preprocess
         self._scale = float(pre.scale)
         # rapidocr normalises in float64 ((x * f32(1/255)) - mean) / std, then float32
@@ -405,9 +490,65 @@ class TorchOcrDetector(RapidOcrDetector):
             self.gated[1] += n
             if not cand:
                 return np.empty((0, 1, *host.shape[1:3]), np.float32), []
-            # fp16 maps come back as fp16 (half the bytes; the same values), widened on the host
+            # fp16 maps come back as fp16 (half the bytes; the same values) and are widened to
+            # float32 where they are post-processed (exact)
             sel = out[torch.tensor(cand, device=out.device)] if len(cand) < n else out[:n]
-            return sel.cpu().float().numpy(), cand
+            return sel.cpu().numpy(), cand
+
+    def _post_pool(self) -> Executor:
+        """The post-processing workers (processes, or the threads when ``post_processes`` is 0)."""
+        if self.post_processes == 0:
+            return self._post
+        if self._procs is None:
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor, wait
+
+            # spawned: this process holds a CUDA context; the workers import rapidocr only
+            self._procs = ProcessPoolExecutor(self.post_processes, mp_context=multiprocessing.get_context("spawn"),
+                                              initializer=_init_post_process,
+                                              initargs=(self.det.postprocess_op,))
+            blank = np.zeros((1, 32, 32), np.float16)
+            wait([self._procs.submit(_post_in_process, blank, [(32, 32)]) for _ in range(self.post_processes)])
+        return self._procs
+
+    def score_async(self, prepared: Sequence[tuple[tuple[int, int], np.ndarray]]) -> "Future[np.ndarray]":
+        """Runs the networks now (this thread); returns a future of the text-area ratios.
+
+        The maps that may hold a box go to the post-processing workers (rapidocr's DB
+        post-processing, :func:`post_ratios`) and this returns at once, so the caller can
+        launch the next networks while they work: the values are :meth:`score`'s.
+        """
+        pool = self._post_pool()
+        parts: list[tuple[Future, list[int]]] = []
+        by_shape: dict[tuple[int, ...], list[int]] = {}
+        for i, (_, x) in enumerate(prepared):
+            by_shape.setdefault(x.shape, []).append(i)
+        for idx in by_shape.values():
+            for s in range(0, len(idx), self.batch_size):
+                part = idx[s:s + self.batch_size]
+                maps, cand = self._detect([prepared[i][1] for i in part])
+                if not cand:
+                    continue
+                pos = [part[j] for j in cand]
+                shapes = [tuple(prepared[i][0]) for i in pos]
+                if pool is self._post:  # threads: one frame a task, as before
+                    parts += [(pool.submit(_post_in_thread, self.det.postprocess_op, maps[j:j + 1, 0], shapes[j:j + 1]),
+                               pos[j:j + 1]) for j in range(len(pos))]
+                    continue
+                step = -(-len(pos) // self.post_processes)  # one share per worker
+                parts += [(pool.submit(_post_in_process, np.ascontiguousarray(maps[j:j + step, 0]), shapes[j:j + step]),
+                           pos[j:j + step]) for j in range(0, len(pos), step)]
+        return gather_ratios(parts, len(prepared), self.post_stats)
+
+    def score(self, prepared: Sequence[tuple[tuple[int, int], np.ndarray]]) -> np.ndarray:
+        """Text-area ratio per prepared frame."""
+        return self.score_async(prepared).result()
+
+    def close(self) -> None:
+        """Stops the post-processing workers."""
+        if self._procs is not None:
+            self._procs.shutdown()
+            self._procs = None
 
     def probability_maps(self, batch: np.ndarray) -> np.ndarray:
         """The detector's output (N x 1 x H x W, float32 on the host) for N x H x W x 3 uint8 frames."""
@@ -424,6 +565,7 @@ class TorchOcrDetector(RapidOcrDetector):
         if self.device.startswith("cuda"):
             for b in bucket_sizes(self.batch_size):
                 self._detect([example[1]] * b)
+        self._post_pool()  # start the post-processing workers now, not on the first clips
 
     def _map(self, fn: Callable[[int], Any], items: range) -> Iterable[Any]:
         # DB post-processing is per frame and CPU-bound (contours, unclip): a few
@@ -432,7 +574,8 @@ class TorchOcrDetector(RapidOcrDetector):
 
 
 def build_rapidocr(files: dict[str, Path], version: str = "", threads: int = 2, device: str = "auto",
-                   half: bool = True, batch_size: int = 32, **_: Any) -> RapidOcrDetector:
+                   half: bool = True, batch_size: int = 32, post_processes: int | None = None,
+                   **_: Any) -> RapidOcrDetector:
     """Registry builder for ``rapidocr-ppocrv6-det``.
 
     On CUDA (``device`` "auto" with a GPU that torch sees, or "cuda[:N]") the detector
@@ -444,7 +587,7 @@ def build_rapidocr(files: dict[str, Path], version: str = "", threads: int = 2, 
     version = version or get_model_spec("rapidocr-ppocrv6-det").version
     path = files[DET_FILE]
     if device == "torch-cpu":
-        return TorchOcrDetector(path, version, "cpu", False, batch_size, threads)
+        return TorchOcrDetector(path, version, "cpu", False, batch_size, threads, post_processes=post_processes)
     if device in ("", "auto") or device.startswith("cuda"):
         try:
             import torch
@@ -452,7 +595,7 @@ def build_rapidocr(files: dict[str, Path], version: str = "", threads: int = 2, 
             torch = None  # type: ignore[assignment]
         if torch is not None and torch.cuda.is_available():
             return TorchOcrDetector(path, version, "cuda" if device in ("", "auto") else device, half, batch_size,
-                                    threads)
+                                    threads, post_processes=post_processes)
         if device.startswith("cuda"):
             raise RuntimeError(f"device {device!r} requested but torch sees no CUDA device; "
                                "set scoring.device = 'cpu'")
