@@ -14,12 +14,13 @@ Each time is also printed as a ratio to a baseline measured in the same run: one
 scan of ``clip_scores`` reading its clip ids and durations. Captions are short (a few words) so
 that N = 7M fits in memory; their length does not change the tag queries.
 
-    python bench/bench_hq.py [--clips 1000000] [--ingest 20000]
+    python bench/bench_hq.py [--clips 1000000] [--ingest 20000] [--merge] [--warehouse DIR]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 import threading
 import time
@@ -131,15 +132,24 @@ def main() -> None:
     ap.add_argument("--ingest", type=int, default=20_000, help="clips for the sink ingest measurement (0: skip)")
     ap.add_argument("--merge", action="store_true",
                     help="merge clip_latest fully before the queries (as background merges would over time)")
+    ap.add_argument("--warehouse", metavar="DIR",
+                    help="use (and keep) this warehouse folder; generate only when it holds no clips yet "
+                         "(to time queries again on one generated population)")
     args = ap.parse_args()
     n = args.clips
-    with tempfile.TemporaryDirectory() as wh:
-        client = clickhouse_connect.get_client(interface="chdb", path=wh)
+    with tempfile.TemporaryDirectory() as tmp:
+        client = clickhouse_connect.get_client(interface="chdb", path=args.warehouse or tmp)
         cfg = Config()
         db = cfg.warehouse.database
         init_schema(client, cfg)
-        dt, _ = timed(lambda: generate(client, db, n))
-        print(f"generated {n:,} clips (5 tables) in {dt:.1f} s")
+        have = client.query(f"SELECT count() FROM {db}.clip_scores").result_rows[0][0]
+        if have and have != n:
+            raise SystemExit(f"{args.warehouse} holds {have:,} clips, not --clips {n:,}")
+        if have:
+            print(f"reusing {have:,} generated clips in {args.warehouse}")
+        else:
+            dt, _ = timed(lambda: generate(client, db, n))
+            print(f"generated {n:,} clips (5 tables) in {dt:.1f} s")
         parts = client.query(f"SELECT count() FROM system.parts WHERE active AND database = '{db}' "
                              "AND table = 'clip_latest'").result_rows[0][0]
         print(f"clip_latest (per-clip latest state, kept by materialized views): {parts} active parts")
@@ -154,8 +164,12 @@ def main() -> None:
         print(f"baseline: full scan of clip_scores (clip_id, duration_s) {base:.3f} s\n")
         rows: list[tuple[str, float]] = []
         hours = 1146.0 * n / 7_000_000  # the paper's HQ share of its 7M clips
+        load, cpu = os.getloadavg()[0], time.process_time()  # chDB runs in this process: its threads count
         dt, r = timed(lambda: select_hq(client, cfg, hours=hours, seed=0))
+        cpu = time.process_time() - cpu
         rows.append((f"hq selection ({r.clips:,} clips, {r.selected_hours:.0f} h of {r.candidate_hours:.0f} h)", dt))
+        print(f"hq selection: {dt:.2f} s wall, {cpu:.2f} s CPU (both cores together), "
+              f"{r.candidates:,} candidates; load average before it {load:.1f} on {os.cpu_count()} cores\n")
         stats_q = {"funnel": funnel_sql(db, r.table)}
         for name, table in (("full", None), ("hq", r.table)):
             stats_q[f"motion_direction[{name}]"] = motion_direction_sql(db, table)

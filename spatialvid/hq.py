@@ -9,7 +9,10 @@ all inside ClickHouse:
    annotation and its latest caption (one scan of ``clip_latest``, which materialized
    views keep at insert time; equal to the ``argMax ... GROUP BY`` definition). Each candidate gets one value per balanced
    attribute (scene type, time of day, weather, crowd, lighting, main motion trend,
-   trajTurns bucket, distLevel); missing tags read ``Unknown``.
+   trajTurns bucket, distLevel); missing tags read ``Unknown``. The scan reads every
+   state column it needs once for every clip (that reading is most of the run's
+   time), into an in-memory table; the caption's motion trends, the costliest column,
+   are read only for candidates whose annotation has none.
 2. **Priority**: a weighted random key per clip, ``-ln(u) / w`` with
    ``u = cityHash64(seed, clip_id)`` mapped to (0, 1) (Efraimidis–Spirakis weighted
    sampling) and ``w`` the product over attributes of ``1 / share`` of the clip's value
@@ -27,6 +30,10 @@ all inside ClickHouse:
    total (in priority order) has not yet reached the target. Because the attributes
    interact, the common slack ``s >= 1`` is found by bisection (a handful of cheap scans)
    as the smallest that reaches the target, or everything when the data is short.
+   The candidates are sorted once, into one row of arrays in priority order; each
+   value's running sums are cumulative sums over those arrays (``work_sql``), bit for
+   bit the sums of a ``sum() OVER (PARTITION BY value ORDER BY priority, clip_id)``
+   window, without a sort per attribute.
 
 Running sums count every candidate of the value, selected or not, so no value ever
 exceeds its quota. The selection is written as ``{db}.hq_{name}_v{N}`` (a new version
@@ -50,6 +57,10 @@ from .config import Config, HQConfig
 from spatialvid.schemas.ddl import create_table_sql
 from spatialvid.schemas.records import Record, UInt32, utcnow
 
+#: The main motion trend of a clip whose annotation has none: the caption's first trend.
+TREND_FALLBACK = "if(notEmpty(c_motion_trends), c_motion_trends[1], 'None')"
+
+
 #: Balanced attributes: name -> SQL over the clip's latest state (``s_*`` score, ``a_*``
 #: annotation, ``c_*`` caption columns of the candidate scan). Tags a stage has not
 #: produced yet read 'Unknown'.
@@ -60,8 +71,7 @@ ATTRIBUTES: dict[str, str] = {
     "crowd_density": "if(empty(c_crowd_density), 'Unknown', c_crowd_density)",
     "lighting": "if(empty(c_lighting), 'Unknown', c_lighting)",
     # The main motion trend: the geometric one (annotation), else the captioner's.
-    "motion_trend": "if(notEmpty(a_motion_trends), a_motion_trends[1], "
-                    "if(notEmpty(c_motion_trends), c_motion_trends[1], 'None'))",
+    "motion_trend": f"if(notEmpty(a_motion_trends), a_motion_trends[1], {TREND_FALLBACK})",
     "traj_turns": "multiIf(isNull(a_traj_turns), 'Unknown', a_traj_turns >= 3, '3+', toString(a_traj_turns))",
     "dist_level": "if(isNull(a_dist_level), 'Unknown', toString(a_dist_level))",
 }
@@ -167,7 +177,12 @@ def parse_attributes(spec: str) -> list[str]:
 
 
 def candidates_sql(db: str, hq: HQConfig, attributes: Sequence[str]) -> str:
-    """SELECT of the candidate clips with their attribute values (parameters: thresholds)."""
+    """SELECT of the candidate clips with their attribute values (parameters: thresholds).
+
+    With ``motion_trend`` balanced, clips whose annotation has no trend read
+    ``tag_motion_trend = ''`` and ``_trend_from_caption = 1``: ``_trends_from_captions``
+    fills in the caption's trend for them (``ATTRIBUTES['motion_trend']`` in full).
+    """
     def thr(col: str, cond: str) -> str:
         return f"({col} IS NULL OR {cond})" if hq.allow_unscored else f"({col} IS NOT NULL AND {cond})"
 
@@ -178,7 +193,15 @@ def candidates_sql(db: str, hq: HQConfig, attributes: Sequence[str]) -> str:
         thr("ocr_ratio", "ocr_ratio <= {ocr_max:Float64}"),
         thr("motion", "motion BETWEEN {motion_min:Float64} AND {motion_max:Float64}"),
     ])
-    attrs = ",\n    ".join(f"{ATTRIBUTES[a]} AS tag_{a}" for a in attributes)
+    # The caption's motion trends are only a fallback for the main motion trend, and their
+    # argMax(Array(String)) states are the costliest column of clip_latest to read: the
+    # scan flags the clips whose annotation has no trend, and _trends_from_captions reads
+    # the caption's for those clips only (see TREND_FALLBACK).
+    exprs = {a: ATTRIBUTES[a] for a in attributes}
+    if "motion_trend" in exprs:
+        exprs["motion_trend"] = "if(notEmpty(a_motion_trends), a_motion_trends[1], '')"
+        exprs["_trend_from_caption"] = "empty(a_motion_trends)"
+    attrs = "".join(f",\n    {sql} AS {a if a.startswith('_') else 'tag_' + a}" for a, sql in exprs.items())
     # One scan of clip_latest (schemas/views.sql): the latest score, annotation and caption
     # of every clip, kept at insert time, instead of three GROUP BYs over millions of clip
     # ids and two joins. A clip without a (clean) annotation or caption reads what the
@@ -194,10 +217,29 @@ def candidates_sql(db: str, hq: HQConfig, attributes: Sequence[str]) -> str:
     need_ann = f" AND {ann_rows} > 0" if hq.require_annotation else ""
     return f"""
 SELECT clip_id, video_id, duration_s, aesthetic, luminance_mean, ocr_ratio, motion,
-    a_move_dist AS move_dist, a_rot_angle AS rot_angle, a_traj_turns AS traj_turns, a_dist_level AS dist_level,
-    {attrs}
+    a_move_dist AS move_dist, a_rot_angle AS rot_angle, a_traj_turns AS traj_turns, a_dist_level AS dist_level{attrs}
 FROM (SELECT clip_id, {state} FROM {db}.clip_latest FINAL WHERE score_rows > 0{need_ann})
 WHERE {score_where} AND duration_s > 0"""
+
+
+def _trends_from_captions(client: Client, db: str, cand: str, out: str) -> bool:
+    """Fill ``tag_motion_trend`` of the candidates flagged ``_trend_from_caption`` into ``out``.
+
+    Reads ``clip_latest`` only in the granules holding those clips (``clip_id`` is its
+    key), and the usual case (every candidate annotated with a trend) costs one count.
+    Returns False when nothing needed filling (``out`` not made).
+    """
+    if not client.query(f"SELECT count() FROM {cand} WHERE _trend_from_caption").result_rows[0][0]:
+        return False
+    client.command(f"""
+CREATE TABLE {out} ENGINE = Memory AS
+SELECT c.* REPLACE (if(c._trend_from_caption, f.trend, c.tag_motion_trend) AS tag_motion_trend)
+FROM {cand} AS c LEFT JOIN (
+    SELECT clip_id, {TREND_FALLBACK} AS trend
+    FROM (SELECT clip_id, finalizeAggregation(c_motion_trends) AS c_motion_trends FROM {db}.clip_latest FINAL
+          WHERE clip_id IN (SELECT clip_id FROM {cand} WHERE _trend_from_caption))
+) AS f ON f.clip_id = c.clip_id""")
+    return True
 
 
 def _threshold_params(hq: HQConfig) -> dict[str, Any]:
@@ -220,42 +262,100 @@ def select_hq(client: Client, cfg: Config, hours: float | None = None, seed: int
     attrs = parse_attributes(hq.balance)
     target_s = hours * 3600.0
     tag = uuid.uuid4().hex[:12]
-    cand, work = f"{db}.`_hq_cand_{tag}`", f"{db}.`_hq_work_{tag}`"
+    cand, filled, work = f"{db}.`_hq_cand_{tag}`", f"{db}.`_hq_filled_{tag}`", f"{db}.`_hq_work_{tag}`"
     params = {**_threshold_params(hq), "seed": seed}
     try:
-        client.command(f"CREATE TABLE {cand} ENGINE = MergeTree ORDER BY clip_id AS {candidates_sql(db, hq, attrs)}",
+        # Memory tables: the work is read whole a few times and dropped; no sort, no parts.
+        client.command(f"CREATE TABLE {cand} ENGINE = Memory AS {candidates_sql(db, hq, attrs)}",
                        parameters=_threshold_params(hq))
-        # Clips and hours per value of every attribute in one pass (small): the weights
-        # below look their value's count up here instead of one window sort per attribute.
-        counts, before = _per_value(client, cand, attrs)
+        if "motion_trend" in attrs and _trends_from_captions(client, db, cand, filled):
+            cand = filled
+        # Clips per value of every attribute (small): the weights look their value's count
+        # up here instead of one window sort per attribute.
+        counts = _per_value(client, cand, attrs)[0]
+        before: dict[str, dict[str, float]] = {}
         n_total = sum(counts[attrs[0]].values()) if attrs else 0
         for a in attrs:
             params[f"k_{a}"], params[f"n_{a}"] = list(counts[a]), list(counts[a].values())
-        # ln w = sum over attributes of ln(N / n_value): rarer values get larger weights
-        # (the same Float64 operations, in the same order, as a count() OVER (PARTITION BY)).
-        log_w = " + ".join(
-            f"log({{n_total:UInt64}} / {{n_{a}:Array(UInt64)}}[indexOf({{k_{a}:Array(String)}}, tag_{a})])"
-            for a in attrs) or "0"
         params["n_total"] = n_total
-        # The running sums per value need one sort per attribute: over narrow rows only.
-        cums = ",\n    ".join(
-            f"sum(duration_s) OVER (PARTITION BY tag_{a} ORDER BY priority, clip_id "
-            f"ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cum_{a}" for a in attrs)
-        tags = "".join(f", tag_{a}" for a in attrs)
-        client.command(f"""
-CREATE TABLE {work} ENGINE = MergeTree ORDER BY (priority, clip_id) AS
-SELECT clip_id, duration_s, priority{tags}, {cums or '0 AS _none'}
-FROM (
-    SELECT clip_id, duration_s{tags},
-        -- u in (0, 1) from the seeded hash; key = -ln(u) / w  (smaller = earlier)
-        -log((toFloat64(cityHash64({{seed:Int64}}, clip_id)) + 0.5) / 18446744073709551616.0)
-            / exp({log_w}) AS priority
-    FROM {cand}
-)""", parameters=params)
+        client.command(f"CREATE TABLE {work} ENGINE = Memory AS {work_sql(cand, attrs, [len(counts[a]) for a in attrs])}",
+                       parameters=params)
+        if attrs:  # hours per value, summed in priority order (independent of the scan's threads)
+            tots = client.query(f"SELECT {', '.join(f'tot_{a}' for a in attrs)} FROM {work}").result_rows[0]
+            before = {a: {v: float(x) / 3600.0 for v, x in zip(counts[a], tot)} for a, tot in zip(attrs, tots)}
         return _select_from_work(client, cfg, cand, work, attrs, before, target_s, seed, name, hours)
     finally:
-        client.command(f"DROP TABLE IF EXISTS {work}")
-        client.command(f"DROP TABLE IF EXISTS {cand}")
+        for t in (work, filled, f"{db}.`_hq_cand_{tag}`"):
+            client.command(f"DROP TABLE IF EXISTS {t}")
+
+
+#: Up to this many values, an attribute's running sums are one masked cumulative sum per
+#: value (K linear passes); above it, one sort by value and a cumulative sum per group.
+MASKED_VALUES_MAX = 16
+
+
+def _running_sums(t: str, k: int) -> tuple[str, str]:
+    """SQL of ``(cum, tot)`` for one attribute: over the arrays ``ds`` (durations, priority
+    order) and ``t`` (value codes 1..k), ``cum[i]`` is the sum of ``ds[j]`` over ``j <= i`` with
+    ``t[j] = t[i]``, and ``tot[v - 1]`` the sum over all ``j`` with ``t[j] = v``. Both add the
+    durations one by one in priority order, as a running-sum window would."""
+    if k <= 1:
+        return "arrayCumSum(ds)", "[arrayCumSum(ds)[-1]]" if k else "CAST([], 'Array(Float64)')"
+    if k <= MASKED_VALUES_MAX:
+        # the durations of value v, 0.0 elsewhere: adding 0.0 changes no bit of a sum
+        per_value = [f"arrayCumSum(arrayMap((d, t) -> if(t = {v}, d, 0.), ds, {t}))" for v in range(1, k + 1)]
+        pick = ", ".join(f"t = {v}, c{v}" for v in range(1, k)) + f", c{k}"
+        args = ", ".join(f"c{v}" for v in range(1, k + 1))
+        return (f"arrayMap((t, {args}) -> multiIf({pick}), {t}, {', '.join(per_value)})",
+                "[" + ", ".join(f"{c}[-1]" for c in per_value) + "]")
+    # (value, position) as one integer key: a stable grouping of the clips by value
+    key = "bitOr(bitShiftLeft(toUInt64(t), 32), i)"
+    grouped = f"arraySort((d, t, i) -> {key}, ds, {t}, arrayEnumerate({t}))"
+    codes = f"arraySort({t})"
+    starts = f"arrayMap((t, prev) -> t != prev, {codes}, arrayPushFront(arrayPopBack({codes}), 0))"
+    groups = f"arrayMap(g -> arrayCumSum(g), arraySplit((d, s) -> s, {grouped}, {starts}))"
+    positions = f"arraySort((i, t) -> {key}, arrayEnumerate({t}), {t})"
+    # back to priority order: the j-th grouped sum belongs at positions[j]
+    return f"arraySort((c, p) -> p, arrayFlatten({groups}), {positions})", f"arrayMap(g -> g[-1], {groups})"
+
+
+def work_sql(cand: str, attrs: Sequence[str], n_values: Sequence[int]) -> str:
+    """One row of arrays over the candidates in priority order (parameters: seed, counts).
+
+    ``ids``, ``pr`` (priority), ``ds`` (duration), and per attribute ``cum_{a}``: the
+    running sum of seconds of the clip's value of ``a`` up to and including the clip, in
+    ``(priority, clip_id)`` order, and ``tot_{a}``: the seconds of each value (in the
+    order of the bound value list ``k_{a}``). One sort for all attributes instead of one
+    window sort each; the sums add the same Float64 numbers in the same order as
+    ``sum(duration_s) OVER (PARTITION BY tag ORDER BY priority, clip_id ROWS UNBOUNDED
+    PRECEDING)``, so they are bit for bit those of the window, and they do not depend on
+    how threads split the scan (the selection is a pure function of data, config and seed).
+    """
+    # ln w = sum over attributes of ln(N / n_value): rarer values get larger weights
+    # (the same Float64 operations, in the same order, as a count() OVER (PARTITION BY)).
+    log_w = " + ".join(
+        f"log({{n_total:UInt64}} / {{n_{a}:Array(UInt64)}}[indexOf({{k_{a}:Array(String)}}, tag_{a})])"
+        for a in attrs) or "0"
+    # Each value as its 1-based index in the bound value list (k_a), a small integer.
+    codes = "".join(f", toUInt32(indexOf({{k_{a}:Array(String)}}, tag_{a})) AS t_{i}" for i, a in enumerate(attrs))
+    tup = ", ".join(["priority", "clip_id", "duration_s"] + [f"t_{i}" for i in range(len(attrs))])
+    sums = []
+    for i, (a, k) in enumerate(zip(attrs, n_values)):
+        cum, tot = _running_sums(f"s.{4 + i}", k)
+        sums += [f"{cum} AS cum_{a}", f"{tot} AS tot_{a}"]
+    return f"""
+SELECT s.2 AS ids, s.1 AS pr, s.3 AS ds{''.join(', ' + c for c in sums)}
+FROM (
+    -- tuples sort by (priority, clip_id): clip ids are unique, the rest never decides
+    SELECT arraySort(groupArray(({tup}))) AS s
+    FROM (
+        SELECT clip_id, duration_s{codes},
+            -- u in (0, 1) from the seeded hash; key = -ln(u) / w  (smaller = earlier)
+            -log((toFloat64(cityHash64({{seed:Int64}}, clip_id)) + 0.5) / 18446744073709551616.0)
+                / exp({log_w}) AS priority
+        FROM {cand}
+    )
+)"""
 
 
 def _per_value(client: Client, table: str, attrs: Sequence[str]) -> tuple[dict[str, dict[str, int]], dict[str, dict[str, float]]]:
@@ -264,9 +364,11 @@ def _per_value(client: Client, table: str, attrs: Sequence[str]) -> tuple[dict[s
     hours: dict[str, dict[str, float]] = {a: {} for a in attrs}
     if not attrs:
         return counts, hours
-    pairs = ", ".join(f"('{a}', toString(tag_{a}))" for a in attrs)
-    for a, v, n, secs in client.query(
-            f"SELECT kv.1, kv.2, count(), sum(duration_s) FROM {table} ARRAY JOIN [{pairs}] AS kv GROUP BY kv").result_rows:
+    # One small GROUP BY per attribute, as branches of one UNION ALL (they run in parallel).
+    per_attr = " UNION ALL ".join(
+        f"SELECT '{a}' AS a, toString(tag_{a}) AS v, count() AS n, sum(duration_s) AS s FROM {table} GROUP BY v"
+        for a in attrs)
+    for a, v, n, secs in client.query(f"SELECT a, v, n, s FROM ({per_attr}) ORDER BY a, v").result_rows:
         counts[a][str(v)], hours[a][str(v)] = int(n), float(secs) / 3600.0
     return counts, hours
 
@@ -275,16 +377,21 @@ def _select_from_work(client: Client, cfg: Config, cand: str, work: str, attrs: 
                       before: dict[str, dict[str, float]], target_s: float, seed: int, name: str,
                       hours: float) -> HQResult:
     db = cfg.warehouse.database
-    n_cand, cand_s = client.query(f"SELECT count(), sum(duration_s) FROM {work}").result_rows[0]
+    n_cand, cand_s = client.query(f"SELECT length(ds), arraySum(ds) FROM {work}").result_rows[0]
     n_cand, cand_s = int(n_cand), float(cand_s or 0.0)
     caps = {a: waterfill_cap(list(before[a].values()), target_s / 3600.0) * 3600.0 for a in attrs}
     # Slack bounds: s = 1 is the water-filled quota; s_max lets every candidate in.
     s_max = max([max(before[a].values()) * 3600.0 / caps[a] for a in attrs if caps[a] > 0] + [1.0])
-    cond = " AND ".join(f"cum_{a} <= {{q_{a}:Float64}}" for a in attrs) or "1"
+    # ok: the clip is inside its value's quota for every attribute (array of 0/1, priority order)
+    cum_args = "".join(f", cum_{a}" for a in attrs)
+    lam = ", ".join(f"c_{a}" for a in attrs)
+    cond = " AND ".join(f"c_{a} <= {{q_{a}:Float64}}" for a in attrs)
+    ok = f"arrayMap(({lam}) -> {cond}{cum_args})" if attrs else "arrayMap(d -> 1, ds)"
 
     def total(s: float) -> float:
         p = {f"q_{a}": caps[a] * s for a in attrs}
-        return float(client.query(f"SELECT sum(duration_s) FROM {work} WHERE {cond}", parameters=p).result_rows[0][0] or 0)
+        return float(client.query(f"SELECT arraySum(arrayFilter((d, k) -> k, ds, {ok})) FROM {work}",
+                                  parameters=p).result_rows[0][0] or 0)
 
     if total(s_max * (1 + 1e-9)) <= target_s or not attrs:
         slack = s_max * (1 + 1e-9)
@@ -309,14 +416,16 @@ def _select_from_work(client: Client, cfg: Config, cand: str, work: str, attrs: 
     table = f"{db}.hq_{name}_v{version}"
     keep = ["clip_id", "video_id", "duration_s", "aesthetic", "luminance_mean", "ocr_ratio", "motion",
             "move_dist", "rot_angle", "traj_turns", "dist_level"] + [f"tag_{a}" for a in attrs]
+    # In priority order: a clip inside every quota is selected while the running total of
+    # such clips before it is short of the target (the running total adds 0.0 for the
+    # others: the same sums as a window over the clips inside every quota).
     client.command(f"""
 CREATE TABLE {table} ENGINE = MergeTree ORDER BY clip_id AS
 SELECT {', '.join(f'c.{k} AS {k}' for k in keep)}, w.priority AS priority FROM {cand} AS c INNER JOIN (
-    SELECT clip_id, priority FROM (
-        SELECT clip_id, priority, duration_s,
-            sum(duration_s) OVER (ORDER BY priority, clip_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cum_total
-        FROM {work} WHERE {cond}
-    ) WHERE cum_total - duration_s < {{target:Float64}}
+    SELECT sel.1 AS clip_id, sel.2 AS priority FROM (
+        SELECT ids, pr, ds, {ok} AS ok, arrayCumSum(arrayMap((d, k) -> if(k, d, 0.), ds, ok)) AS cum_total
+        FROM {work}
+    ) ARRAY JOIN arrayFilter((x, k, c, d) -> k AND c - d < {{target:Float64}}, arrayZip(ids, pr), ok, cum_total, ds) AS sel
 ) AS w ON w.clip_id = c.clip_id""", parameters={**quota_params, "target": target_s})
     client.command(f"CREATE OR REPLACE VIEW {db}.hq_{name} AS SELECT * FROM {table}")
     n_sel, sel_s = client.query(f"SELECT count(), sum(duration_s) FROM {table}").result_rows[0]
