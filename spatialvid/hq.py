@@ -57,10 +57,6 @@ from .config import Config, HQConfig
 from spatialvid.schemas.ddl import create_table_sql
 from spatialvid.schemas.records import Record, UInt32, utcnow
 
-#: The main motion trend of a clip whose annotation has none: the caption's first trend.
-TREND_FALLBACK = "if(notEmpty(c_motion_trends), c_motion_trends[1], 'None')"
-
-
 #: Balanced attributes: name -> SQL over the clip's latest state (``s_*`` score, ``a_*``
 #: annotation, ``c_*`` caption columns of the candidate scan). Tags a stage has not
 #: produced yet read 'Unknown'.
@@ -71,7 +67,8 @@ ATTRIBUTES: dict[str, str] = {
     "crowd_density": "if(empty(c_crowd_density), 'Unknown', c_crowd_density)",
     "lighting": "if(empty(c_lighting), 'Unknown', c_lighting)",
     # The main motion trend: the geometric one (annotation), else the captioner's.
-    "motion_trend": f"if(notEmpty(a_motion_trends), a_motion_trends[1], {TREND_FALLBACK})",
+    "motion_trend": "if(notEmpty(a_motion_trends), a_motion_trends[1], "
+                    "if(notEmpty(c_motion_trends), c_motion_trends[1], 'None'))",
     "traj_turns": "multiIf(isNull(a_traj_turns), 'Unknown', a_traj_turns >= 3, '3+', toString(a_traj_turns))",
     "dist_level": "if(isNull(a_dist_level), 'Unknown', toString(a_dist_level))",
 }
@@ -177,12 +174,7 @@ def parse_attributes(spec: str) -> list[str]:
 
 
 def candidates_sql(db: str, hq: HQConfig, attributes: Sequence[str]) -> str:
-    """SELECT of the candidate clips with their attribute values (parameters: thresholds).
-
-    With ``motion_trend`` balanced, clips whose annotation has no trend read
-    ``tag_motion_trend = ''`` and ``_trend_from_caption = 1``: ``_trends_from_captions``
-    fills in the caption's trend for them (``ATTRIBUTES['motion_trend']`` in full).
-    """
+    """SELECT of the candidate clips with their attribute values (parameters: thresholds)."""
     def thr(col: str, cond: str) -> str:
         return f"({col} IS NULL OR {cond})" if hq.allow_unscored else f"({col} IS NOT NULL AND {cond})"
 
@@ -193,53 +185,22 @@ def candidates_sql(db: str, hq: HQConfig, attributes: Sequence[str]) -> str:
         thr("ocr_ratio", "ocr_ratio <= {ocr_max:Float64}"),
         thr("motion", "motion BETWEEN {motion_min:Float64} AND {motion_max:Float64}"),
     ])
-    # The caption's motion trends are only a fallback for the main motion trend, and their
-    # argMax(Array(String)) states are the costliest column of clip_latest to read: the
-    # scan flags the clips whose annotation has no trend, and _trends_from_captions reads
-    # the caption's for those clips only (see TREND_FALLBACK).
-    exprs = {a: ATTRIBUTES[a] for a in attributes}
-    if "motion_trend" in exprs:
-        exprs["motion_trend"] = "if(notEmpty(a_motion_trends), a_motion_trends[1], '')"
-        exprs["_trend_from_caption"] = "empty(a_motion_trends)"
-    attrs = "".join(f",\n    {sql} AS {a if a.startswith('_') else 'tag_' + a}" for a, sql in exprs.items())
+    attrs = "".join(f",\n    {ATTRIBUTES[a]} AS tag_{a}" for a in attributes)
     # One scan of clip_latest (schemas/views.sql): the latest score, annotation and caption
     # of every clip, kept at insert time, instead of three GROUP BYs over millions of clip
     # ids and two joins. A clip without a (clean) annotation or caption reads what the
     # LEFT JOIN of those GROUP BYs read: NULL numbers, empty arrays and strings.
     ann, ann_rows = ("n", "clean_rows") if hq.drop_anomalies else ("a", "ann_rows")
     state = ", ".join(
-        [f"finalizeAggregation(s_{c}) AS {c}" for c in ("video_id", "duration_s", "aesthetic", "luminance_mean",
-                                                         "ocr_ratio", "motion", "passed")]
-        + [f"finalizeAggregation({ann}_{c}) AS a_{c}" for c in ("move_dist", "rot_angle", "traj_turns", "dist_level",
-                                                                 "motion_trends")]
-        + [f"finalizeAggregation(c_{c}) AS c_{c}" for c in ("scene_type_first", "time_of_day", "weather",
-                                                             "crowd_density", "lighting", "motion_trends")])
+        [f"s_{c} AS {c}" for c in ("video_id", "duration_s", "aesthetic", "luminance_mean", "ocr_ratio", "motion", "passed")]
+        + [f"{ann}_{c} AS a_{c}" for c in ("move_dist", "rot_angle", "traj_turns", "dist_level", "motion_trends")]
+        + [f"c_{c}" for c in ("scene_type_first", "time_of_day", "weather", "crowd_density", "lighting", "motion_trends")])
     need_ann = f" AND {ann_rows} > 0" if hq.require_annotation else ""
     return f"""
 SELECT clip_id, video_id, duration_s, aesthetic, luminance_mean, ocr_ratio, motion,
     a_move_dist AS move_dist, a_rot_angle AS rot_angle, a_traj_turns AS traj_turns, a_dist_level AS dist_level{attrs}
 FROM (SELECT clip_id, {state} FROM {db}.clip_latest FINAL WHERE score_rows > 0{need_ann})
 WHERE {score_where} AND duration_s > 0"""
-
-
-def _trends_from_captions(client: Client, db: str, cand: str, out: str) -> bool:
-    """Fill ``tag_motion_trend`` of the candidates flagged ``_trend_from_caption`` into ``out``.
-
-    Reads ``clip_latest`` only in the granules holding those clips (``clip_id`` is its
-    key), and the usual case (every candidate annotated with a trend) costs one count.
-    Returns False when nothing needed filling (``out`` not made).
-    """
-    if not client.query(f"SELECT count() FROM {cand} WHERE _trend_from_caption").result_rows[0][0]:
-        return False
-    client.command(f"""
-CREATE TABLE {out} ENGINE = Memory AS
-SELECT c.* REPLACE (if(c._trend_from_caption, f.trend, c.tag_motion_trend) AS tag_motion_trend)
-FROM {cand} AS c LEFT JOIN (
-    SELECT clip_id, {TREND_FALLBACK} AS trend
-    FROM (SELECT clip_id, finalizeAggregation(c_motion_trends) AS c_motion_trends FROM {db}.clip_latest FINAL
-          WHERE clip_id IN (SELECT clip_id FROM {cand} WHERE _trend_from_caption))
-) AS f ON f.clip_id = c.clip_id""")
-    return True
 
 
 def _threshold_params(hq: HQConfig) -> dict[str, Any]:
@@ -262,14 +223,12 @@ def select_hq(client: Client, cfg: Config, hours: float | None = None, seed: int
     attrs = parse_attributes(hq.balance)
     target_s = hours * 3600.0
     tag = uuid.uuid4().hex[:12]
-    cand, filled, work = f"{db}.`_hq_cand_{tag}`", f"{db}.`_hq_filled_{tag}`", f"{db}.`_hq_work_{tag}`"
+    cand, work = f"{db}.`_hq_cand_{tag}`", f"{db}.`_hq_work_{tag}`"
     params = {**_threshold_params(hq), "seed": seed}
     try:
         # Memory tables: the work is read whole a few times and dropped; no sort, no parts.
         client.command(f"CREATE TABLE {cand} ENGINE = Memory AS {candidates_sql(db, hq, attrs)}",
                        parameters=_threshold_params(hq))
-        if "motion_trend" in attrs and _trends_from_captions(client, db, cand, filled):
-            cand = filled
         # Clips per value of every attribute (small): the weights look their value's count
         # up here instead of one window sort per attribute.
         counts = _per_value(client, cand, attrs)[0]
@@ -285,7 +244,7 @@ def select_hq(client: Client, cfg: Config, hours: float | None = None, seed: int
             before = {a: {v: float(x) / 3600.0 for v, x in zip(counts[a], tot)} for a, tot in zip(attrs, tots)}
         return _select_from_work(client, cfg, cand, work, attrs, before, target_s, seed, name, hours)
     finally:
-        for t in (work, filled, f"{db}.`_hq_cand_{tag}`"):
+        for t in (work, cand):
             client.command(f"DROP TABLE IF EXISTS {t}")
 
 

@@ -64,8 +64,8 @@ def latest_sql(db: str, source: str) -> str:
     """The latest row per clip of a record table, as a subquery.
 
     Reads ``clip_latest`` (schemas/views.sql), which materialized views keep at insert
-    time: the same values as ``argMax(column, <table's timestamp>) ... GROUP BY clip_id``
-    over the record table (scores; successful annotations; successful non-anomalous
+    time: the clip's newest row, the same values as ``argMax((columns...), <table's
+    timestamp>) ... GROUP BY clip_id`` over the record table (scores; successful annotations; successful non-anomalous
     ones for ``clean_annotations``; captions), without grouping millions of clip ids
     on every read. Caption texts are kept as word counts (``<field>_words``, -1 when
     the text is empty).
@@ -73,7 +73,7 @@ def latest_sql(db: str, source: str) -> str:
     if source not in LATEST:
         raise ValueError(f"unknown source {source!r}")
     flag, cols = LATEST[source]
-    return (f"(SELECT clip_id, {', '.join(f'finalizeAggregation({s}) AS {c}' for c, s in cols.items())} "
+    return (f"(SELECT clip_id, {', '.join(f'{s} AS {c}' for c, s in cols.items())} "
             f"FROM {db}.clip_latest FINAL WHERE {flag} > 0)")
 
 
@@ -95,8 +95,11 @@ def latest_groupby_sql(db: str, source: str) -> str:
             return f"if(empty({f}), -1, toInt64({c}))"  # the record counts its words once
         return c
 
-    return (f"(SELECT clip_id, {', '.join(f'argMax({expr(c)}, {ts}) AS {c}' for c in cols)} "
-            f"FROM {db}.{table}{where} GROUP BY clip_id)")
+    # The whole newest row: argMax of a tuple (argMax of a Nullable column alone would skip
+    # NULLs and mix an older row's value into the newest row).
+    row = f"argMax(({', '.join(expr(c) for c in cols)}), {ts})"
+    return (f"(SELECT clip_id, {', '.join(f'r.{i} AS {c}' for i, c in enumerate(cols, 1))} "
+            f"FROM (SELECT clip_id, {row} AS r FROM {db}.{table}{where} GROUP BY clip_id))")
 
 
 def check_table(name: str) -> str:
@@ -114,7 +117,7 @@ def funnel_sql(db: str, hq_table: str | None) -> str:
     """One row per funnel step: step, clips, hours (from crawled video hours to HQ hours).
 
     One pass over ``clip_latest``: the latest score of every clip, and whether it has a
-    successful annotation and a caption (the row counts kept beside the states).
+    successful annotation and a caption (the row counts kept beside the tuples).
     """
     hq = (f"(SELECT count(), sum(duration_s) / 3600 FROM {check_table(hq_table)})" if hq_table
           else "(SELECT toUInt64(0), 0.0)")
@@ -126,7 +129,7 @@ WITH
              countIf(passed), sumIf(duration_s, passed) / 3600,
              countIf(annotated), sumIf(duration_s, annotated) / 3600,
              countIf(captioned), sumIf(duration_s, captioned) / 3600)
-     FROM (SELECT finalizeAggregation(s_duration_s) AS duration_s, finalizeAggregation(s_passed) AS passed,
+     FROM (SELECT s_duration_s AS duration_s, s_passed AS passed,
                   ann_rows > 0 AS annotated, caption_rows > 0 AS captioned
            FROM {db}.clip_latest FINAL WHERE score_rows > 0)) AS sc,
     {hq} AS hq

@@ -60,6 +60,7 @@ def init_schema(client: Client, cfg: Config) -> None:
     """Create the database, tables and views (idempotent), and add the columns that newer
     record versions brought to tables an older version created (fields are only ever added)."""
     db = cfg.warehouse.database
+    _drop_old_clip_latest(client, db)
     for stmt in all_ddl(db):
         client.command(stmt)
     have = {(t, c) for t, c in client.query(
@@ -69,6 +70,20 @@ def init_schema(client: Client, cfg: Config) -> None:
             if (model.table, name) not in have:
                 log.info("warehouse: adding column %s.%s (%s), new in this record version", model.table, name, ctype)
                 client.command(f"ALTER TABLE {db}.{model.table} ADD COLUMN IF NOT EXISTS `{name}` {ctype}")
+
+
+def _drop_old_clip_latest(client: Client, db: str) -> None:
+    """``clip_latest`` kept argMax states before it kept one tuple per source (column ``s``):
+    drop that layout and its views, so the schema recreates them and refills the table from
+    the record tables (derived data: nothing is lost)."""
+    old = client.query("SELECT count() FROM system.columns WHERE database = {db:String} AND table = 'clip_latest' "
+                       "AND name = 's_aesthetic' AND type LIKE 'AggregateFunction%'", parameters={"db": db})
+    if not old.result_rows[0][0]:
+        return
+    log.warning("warehouse: rebuilding %s.clip_latest in its new layout from the record tables", db)
+    for source in ("scores", "annotations", "clean_annotations", "captions"):
+        client.command(f"DROP VIEW IF EXISTS {db}.clip_latest_{source}_mv")
+    client.command(f"DROP TABLE {db}.clip_latest")
 
 
 def readonly_sql(sql: str) -> str:

@@ -120,3 +120,15 @@ def test_clip_latest_equals_the_group_by_definition(cfg: Config, warehouse) -> N
     init_schema(warehouse, cfg)
     assert warehouse.query(f"SELECT count() FROM {db}.clip_latest").result_rows[0][0] == rows
     check()
+    # A warehouse whose clip_latest still holds argMax states (the earlier layout): the
+    # schema drops it with its views and rebuilds it from the record tables.
+    warehouse.command(f"DROP VIEW {db}.clip_latest_scores_mv")
+    warehouse.command(f"DROP TABLE {db}.clip_latest")
+    warehouse.command(f"CREATE TABLE {db}.clip_latest (clip_id String, score_rows SimpleAggregateFunction(sum, UInt64), "
+                      f"s_aesthetic AggregateFunction(argMax, Nullable(Float64), DateTime64(3, 'UTC'))) "
+                      f"ENGINE = AggregatingMergeTree ORDER BY clip_id")
+    warehouse.command(f"CREATE MATERIALIZED VIEW {db}.clip_latest_scores_mv TO {db}.clip_latest AS SELECT clip_id, "
+                      f"toUInt64(count()) AS score_rows, argMaxState(aesthetic, scored_at) AS s_aesthetic "
+                      f"FROM {db}.clip_scores GROUP BY clip_id")
+    init_schema(warehouse, cfg)
+    check()

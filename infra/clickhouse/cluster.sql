@@ -252,37 +252,50 @@ LIMIT 1 BY clip_id;
 CREATE TABLE IF NOT EXISTS spatialvid.clip_latest_local ON CLUSTER spatialvid (
     clip_id String,
     score_rows SimpleAggregateFunction(sum, UInt64),
-    s_video_id AggregateFunction(argMax, String, DateTime64(3, 'UTC')),
-    s_duration_s AggregateFunction(argMax, Float64, DateTime64(3, 'UTC')),
-    s_aesthetic AggregateFunction(argMax, Nullable(Float64), DateTime64(3, 'UTC')),
-    s_luminance_mean AggregateFunction(argMax, Nullable(Float64), DateTime64(3, 'UTC')),
-    s_ocr_ratio AggregateFunction(argMax, Nullable(Float64), DateTime64(3, 'UTC')),
-    s_motion AggregateFunction(argMax, Nullable(Float64), DateTime64(3, 'UTC')),
-    s_passed AggregateFunction(argMax, Bool, DateTime64(3, 'UTC')),
+    s SimpleAggregateFunction(max, Tuple(at DateTime64(3, 'UTC'), video_id String, duration_s Float64,
+        aesthetic Nullable(Float64), luminance_mean Nullable(Float64), ocr_ratio Nullable(Float64),
+        motion Nullable(Float64), passed Bool)),
     ann_rows SimpleAggregateFunction(sum, UInt64),
-    a_move_dist AggregateFunction(argMax, Nullable(Float64), DateTime64(3, 'UTC')),
-    a_rot_angle AggregateFunction(argMax, Nullable(Float64), DateTime64(3, 'UTC')),
-    a_traj_turns AggregateFunction(argMax, Nullable(UInt16), DateTime64(3, 'UTC')),
-    a_dist_level AggregateFunction(argMax, Nullable(UInt8), DateTime64(3, 'UTC')),
-    a_motion_trends AggregateFunction(argMax, Array(String), DateTime64(3, 'UTC')),
-    a_dynamic_ratio AggregateFunction(argMax, Nullable(Float64), DateTime64(3, 'UTC')),
+    a SimpleAggregateFunction(max, Tuple(at DateTime64(3, 'UTC'), move_dist Nullable(Float64),
+        rot_angle Nullable(Float64), traj_turns Nullable(UInt16), dist_level Nullable(UInt8),
+        motion_trends Array(String), dynamic_ratio Nullable(Float64))),
     clean_rows SimpleAggregateFunction(sum, UInt64),
-    n_move_dist AggregateFunction(argMax, Nullable(Float64), DateTime64(3, 'UTC')),
-    n_rot_angle AggregateFunction(argMax, Nullable(Float64), DateTime64(3, 'UTC')),
-    n_traj_turns AggregateFunction(argMax, Nullable(UInt16), DateTime64(3, 'UTC')),
-    n_dist_level AggregateFunction(argMax, Nullable(UInt8), DateTime64(3, 'UTC')),
-    n_motion_trends AggregateFunction(argMax, Array(String), DateTime64(3, 'UTC')),
+    n SimpleAggregateFunction(max, Tuple(at DateTime64(3, 'UTC'), move_dist Nullable(Float64),
+        rot_angle Nullable(Float64), traj_turns Nullable(UInt16), dist_level Nullable(UInt8),
+        motion_trends Array(String))),
     caption_rows SimpleAggregateFunction(sum, UInt64),
-    c_scene_type_first AggregateFunction(argMax, String, DateTime64(3, 'UTC')),
-    c_scene_type_second AggregateFunction(argMax, String, DateTime64(3, 'UTC')),
-    c_time_of_day AggregateFunction(argMax, String, DateTime64(3, 'UTC')),
-    c_weather AggregateFunction(argMax, String, DateTime64(3, 'UTC')),
-    c_crowd_density AggregateFunction(argMax, String, DateTime64(3, 'UTC')),
-    c_lighting AggregateFunction(argMax, String, DateTime64(3, 'UTC')),
-    c_motion_trends AggregateFunction(argMax, Array(String), DateTime64(3, 'UTC')),
-    c_opt_cam_motion_words AggregateFunction(argMax, Int64, DateTime64(3, 'UTC')),
-    c_scene_summary_words AggregateFunction(argMax, Int64, DateTime64(3, 'UTC')),
-    c_shot_immersion_words AggregateFunction(argMax, Int64, DateTime64(3, 'UTC'))
+    c SimpleAggregateFunction(max, Tuple(at DateTime64(3, 'UTC'), scene_type_first String,
+        scene_type_second String, time_of_day String, weather String, crowd_density String, lighting String,
+        motion_trends Array(String), opt_cam_motion_words Int64, scene_summary_words Int64,
+        shot_immersion_words Int64)),
+    s_video_id String ALIAS tupleElement(s, 'video_id'),
+    s_duration_s Float64 ALIAS tupleElement(s, 'duration_s'),
+    s_aesthetic Nullable(Float64) ALIAS tupleElement(s, 'aesthetic'),
+    s_luminance_mean Nullable(Float64) ALIAS tupleElement(s, 'luminance_mean'),
+    s_ocr_ratio Nullable(Float64) ALIAS tupleElement(s, 'ocr_ratio'),
+    s_motion Nullable(Float64) ALIAS tupleElement(s, 'motion'),
+    s_passed Bool ALIAS tupleElement(s, 'passed'),
+    a_move_dist Nullable(Float64) ALIAS tupleElement(a, 'move_dist'),
+    a_rot_angle Nullable(Float64) ALIAS tupleElement(a, 'rot_angle'),
+    a_traj_turns Nullable(UInt16) ALIAS tupleElement(a, 'traj_turns'),
+    a_dist_level Nullable(UInt8) ALIAS tupleElement(a, 'dist_level'),
+    a_motion_trends Array(String) ALIAS tupleElement(a, 'motion_trends'),
+    a_dynamic_ratio Nullable(Float64) ALIAS tupleElement(a, 'dynamic_ratio'),
+    n_move_dist Nullable(Float64) ALIAS tupleElement(n, 'move_dist'),
+    n_rot_angle Nullable(Float64) ALIAS tupleElement(n, 'rot_angle'),
+    n_traj_turns Nullable(UInt16) ALIAS tupleElement(n, 'traj_turns'),
+    n_dist_level Nullable(UInt8) ALIAS tupleElement(n, 'dist_level'),
+    n_motion_trends Array(String) ALIAS tupleElement(n, 'motion_trends'),
+    c_scene_type_first String ALIAS tupleElement(c, 'scene_type_first'),
+    c_scene_type_second String ALIAS tupleElement(c, 'scene_type_second'),
+    c_time_of_day String ALIAS tupleElement(c, 'time_of_day'),
+    c_weather String ALIAS tupleElement(c, 'weather'),
+    c_crowd_density String ALIAS tupleElement(c, 'crowd_density'),
+    c_lighting String ALIAS tupleElement(c, 'lighting'),
+    c_motion_trends Array(String) ALIAS tupleElement(c, 'motion_trends'),
+    c_opt_cam_motion_words Int64 ALIAS tupleElement(c, 'opt_cam_motion_words'),
+    c_scene_summary_words Int64 ALIAS tupleElement(c, 'scene_summary_words'),
+    c_shot_immersion_words Int64 ALIAS tupleElement(c, 'shot_immersion_words')
 ) ENGINE = ReplicatedAggregatingMergeTree('/clickhouse/tables/{shard}/spatialvid/clip_latest', '{replica}')
 ORDER BY clip_id;
 
@@ -290,45 +303,25 @@ CREATE TABLE IF NOT EXISTS spatialvid.clip_latest ON CLUSTER spatialvid AS spati
 ENGINE = Distributed(spatialvid, spatialvid, clip_latest_local, cityHash64(clip_id));
 
 CREATE MATERIALIZED VIEW IF NOT EXISTS spatialvid.clip_latest_scores_mv ON CLUSTER spatialvid TO spatialvid.clip_latest_local AS
-SELECT clip_id, toUInt64(count()) AS score_rows,
-    argMaxState(CAST(video_id, 'String'), scored_at) AS s_video_id,
-    argMaxState(duration_s, scored_at) AS s_duration_s,
-    argMaxState(aesthetic, scored_at) AS s_aesthetic,
-    argMaxState(luminance_mean, scored_at) AS s_luminance_mean,
-    argMaxState(ocr_ratio, scored_at) AS s_ocr_ratio,
-    argMaxState(motion, scored_at) AS s_motion,
-    argMaxState(passed, scored_at) AS s_passed
-FROM spatialvid.clip_scores_local GROUP BY clip_id;
+SELECT clip_id, toUInt64(1) AS score_rows,
+    (scored_at, CAST(video_id, 'String'), duration_s, aesthetic, luminance_mean, ocr_ratio, motion, passed) AS s
+FROM spatialvid.clip_scores;
 
 CREATE MATERIALIZED VIEW IF NOT EXISTS spatialvid.clip_latest_annotations_mv ON CLUSTER spatialvid TO spatialvid.clip_latest_local AS
-SELECT clip_id, toUInt64(count()) AS ann_rows,
-    argMaxState(move_dist, annotated_at) AS a_move_dist,
-    argMaxState(rot_angle, annotated_at) AS a_rot_angle,
-    argMaxState(traj_turns, annotated_at) AS a_traj_turns,
-    argMaxState(dist_level, annotated_at) AS a_dist_level,
-    argMaxState(motion_trends, annotated_at) AS a_motion_trends,
-    argMaxState(dynamic_ratio, annotated_at) AS a_dynamic_ratio
-FROM spatialvid.clip_annotations_local WHERE success GROUP BY clip_id;
+SELECT clip_id, toUInt64(1) AS ann_rows,
+    (annotated_at, move_dist, rot_angle, traj_turns, dist_level, motion_trends, dynamic_ratio) AS a
+FROM spatialvid.clip_annotations_local WHERE success;
 
 CREATE MATERIALIZED VIEW IF NOT EXISTS spatialvid.clip_latest_clean_annotations_mv ON CLUSTER spatialvid TO spatialvid.clip_latest_local AS
-SELECT clip_id, toUInt64(count()) AS clean_rows,
-    argMaxState(move_dist, annotated_at) AS n_move_dist,
-    argMaxState(rot_angle, annotated_at) AS n_rot_angle,
-    argMaxState(traj_turns, annotated_at) AS n_traj_turns,
-    argMaxState(dist_level, annotated_at) AS n_dist_level,
-    argMaxState(motion_trends, annotated_at) AS n_motion_trends
-FROM spatialvid.clip_annotations_local WHERE success AND NOT ifNull(anomaly, false) GROUP BY clip_id;
+SELECT clip_id, toUInt64(1) AS clean_rows,
+    (annotated_at, move_dist, rot_angle, traj_turns, dist_level, motion_trends) AS n
+FROM spatialvid.clip_annotations_local WHERE success AND NOT ifNull(anomaly, false);
 
 CREATE MATERIALIZED VIEW IF NOT EXISTS spatialvid.clip_latest_captions_mv ON CLUSTER spatialvid TO spatialvid.clip_latest_local AS
-SELECT clip_id, toUInt64(count()) AS caption_rows,
-    argMaxState(CAST(scene_type_first, 'String'), captioned_at) AS c_scene_type_first,
-    argMaxState(scene_type_second, captioned_at) AS c_scene_type_second,
-    argMaxState(CAST(time_of_day, 'String'), captioned_at) AS c_time_of_day,
-    argMaxState(CAST(weather, 'String'), captioned_at) AS c_weather,
-    argMaxState(CAST(crowd_density, 'String'), captioned_at) AS c_crowd_density,
-    argMaxState(CAST(lighting, 'String'), captioned_at) AS c_lighting,
-    argMaxState(motion_trends, captioned_at) AS c_motion_trends,
-    argMaxState(if(empty(opt_cam_motion), -1, toInt64(opt_cam_motion_words)), captioned_at) AS c_opt_cam_motion_words,
-    argMaxState(if(empty(scene_summary), -1, toInt64(scene_summary_words)), captioned_at) AS c_scene_summary_words,
-    argMaxState(if(empty(shot_immersion), -1, toInt64(shot_immersion_words)), captioned_at) AS c_shot_immersion_words
-FROM spatialvid.clip_captions_local GROUP BY clip_id;
+SELECT clip_id, toUInt64(1) AS caption_rows,
+    (captioned_at, CAST(scene_type_first, 'String'), scene_type_second, CAST(time_of_day, 'String'),
+     CAST(weather, 'String'), CAST(crowd_density, 'String'), CAST(lighting, 'String'), motion_trends,
+     if(empty(opt_cam_motion), -1, toInt64(opt_cam_motion_words)),
+     if(empty(scene_summary), -1, toInt64(scene_summary_words)),
+     if(empty(shot_immersion), -1, toInt64(shot_immersion_words))) AS c
+FROM spatialvid.clip_captions;
