@@ -6,7 +6,8 @@ samples (about 5 fps) of a clip of ``--seconds`` at ``--fps`` are rendered at
 ``--width x --height``, and every backend estimates their geometry. Printed per
 backend and sequence: success (or the reason), registered share, ATE as a share of
 the path length and median rotation error after similarity alignment, focal error,
-scale-invariant depth error where the backend gives depth (and, with ``--depth-model``,
+scale-invariant depth error where the backend gives depth (``--dense-depth``: plane-sweep
+stereo on its poses, ``dense_valid``, ``dense_s_per_frame``; and, with ``--depth-model``,
 of that depth model's maps aligned to the backend's sparse depths: ``depth_model_silog``),
 and seconds per clip.
 The baseline, measured in the same run on the same frames, is ``colmap-default``
@@ -16,6 +17,9 @@ is baseline seconds / backend seconds.
     .venv/bin/python bench/bench_geometry.py                       # 720p, 10 s clips, all
     .venv/bin/python bench/bench_geometry.py --seconds 4 --width 640 --sequences forward orbit
     .venv/bin/python bench/bench_geometry.py --device cuda         # the GPU path (pycolmap-cuda12)
+    python3 .whl/geometry/devrun.py bench/bench_geometry.py --device cuda --baseline-device cpu \
+        --sequences forward pan handheld static    # device machine: carried pycolmap-cuda12
+        # wheel (see the git-ignored .whl/geometry/dev6.sh for the library setup)
     .venv/bin/python bench/bench_geometry.py --depth-model depth-anything-v2-vitl   # + depth error
 
 Thresholds (issue 6, "must hold"): median rotation error < 1 degree and ATE < 2 % of
@@ -80,6 +84,15 @@ def run(args: argparse.Namespace) -> list[dict[str, object]]:
                 row.update(ate_pct=round(err.ate_pct, 3), rot_median_deg=round(err.rot_median_deg, 3),
                            rot_max_deg=round(err.rot_max_deg, 3), path_length_m=round(err.path_length, 2),
                            focal_err_pct=round(100 * abs(res.intrinsics[0, 0] / clip.intrinsics[keep][0, 0] - 1), 2))
+                if res.depth is None and args.dense_depth:  # plane-sweep stereo on the backend's poses
+                    from spatialvid.processors.geometry.mvs import MvsOptions, plane_sweep_depth
+
+                    mvs = plane_sweep_depth(clip.frames[keep], res.poses, res.intrinsics, res.extras.get("sparse_depth"),
+                                            MvsOptions(device=args.device, threads=args.dense_threads))
+                    res.depth = mvs.depth if mvs.any_valid else None
+                    row.update(dense_valid=round(float(mvs.valid_share.mean()), 3),
+                               dense_s_per_frame=round(mvs.seconds / max(1, int(keep.sum())), 2),
+                               dense_cpu_s_per_frame=round(mvs.stats["cpu_s"] / max(1, int(keep.sum())), 2))
                 if res.depth is not None:
                     row["depth_silog"] = round(scale_invariant_depth_error(res.depth, clip.depth[keep]), 4)
                 if depth_model is not None:
@@ -123,6 +136,8 @@ def main() -> None:
                     help="device of the baseline backend (default: as --device)")
     ap.add_argument("--threads", type=int, default=-1)
     ap.add_argument("--json", type=Path, help="also write the rows here")
+    ap.add_argument("--dense-depth", action="store_true", help="plane-sweep stereo depth (mvs.py) where a backend has none")
+    ap.add_argument("--dense-threads", type=int, default=0, help="its torch CPU threads (0: torch's; 1 on shared cores)")
     ap.add_argument("--depth-model", default="", help="a registered depth model (spatialvid models) to evaluate too")
     ap.add_argument("--depth-checkpoint", default="", help="its checkpoint file (UniDepth: folder), else the weights folder")
     ap.add_argument("--weights-dir", default="", help="the weights folder (default ~/.cache/spatialvid/models)")

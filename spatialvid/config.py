@@ -312,6 +312,14 @@ class AnnotateConfig:
     # optionally, its checkpoint file (UniDepth: its folder) instead of the weights folder.
     depth_model: str = ""
     depth_checkpoint: str = ""
+    # Dense depth by plane-sweep stereo on the backend's own poses (processors/geometry/mvs.py,
+    # torch on CPU or CUDA per ``device``) when the backend gives no depth and no depth_model
+    # is set; invalid pixels are 0. Working resolution: longest side ``dense_depth_side``.
+    # Off by default: on this 2-core CPU it costs 0.45 s per frame (one thread), a quarter of
+    # the pose time at 720p and about as much as the poses on small frames, and it needs
+    # torch and OpenEXR (optional extras); on a GPU machine turn it on (docs/benchmarks.md).
+    dense_depth: bool = False
+    dense_depth_side: int = 384
 
 
 @dataclass

@@ -14,7 +14,8 @@ dynamicRatio (``masks.py``), and write the release-layout artifacts through
 ``sinks/release.py`` under ``<data_dir>/artifacts`` (``annotations/group_XXXX/{id}/``
 and ``depths/group_XXXX/{id}.zip`` when there is depth: from ``annotate.depth_model`` when
 configured, median-aligned to the backend's sparse depths (``depth.py``), else the
-backend's own; the record's ``depth_model`` / ``depth_alignment`` say which). A clip whose video
+backend's own, else with ``annotate.dense_depth`` plane-sweep stereo on the backend's poses
+(``mvs.py``); the record's ``depth_model`` / ``depth_alignment`` say which). A clip whose video
 cannot be read, or a score record without a uri, becomes a dead letter.
 """
 
@@ -127,6 +128,7 @@ class AnnotateStage(Stage[ScoreRecord]):
         super().__init__(cfg)
         self.backend: GeometryBackend | None = None
         self.depth: Any = None  # a depth.DepthEstimator when annotate.depth_model is set
+        self.dense_depth = False  # plane-sweep stereo (mvs.py) when annotate.dense_depth and torch is there
         self.refiner: Any = None
         self.person: Any = None
 
@@ -139,6 +141,12 @@ class AnnotateStage(Stage[ScoreRecord]):
 
             self.depth = load_depth_estimator(a.depth_model, a.depth_checkpoint, self.cfg.scoring.weights_dir or None,
                                               device=a.device)
+        if a.dense_depth and not a.depth_model:
+            import importlib.util
+
+            self.dense_depth = importlib.util.find_spec("torch") is not None
+            if not self.dense_depth:
+                log.warning("annotate.dense_depth needs torch (pip install torch); clips get no dense depth")
         if a.sam2_checkpoint:
             self.refiner = Sam2Refiner(a.sam2_checkpoint, a.sam2_config, device="cuda")
         if a.person_fallback and self.refiner is None:
@@ -168,12 +176,31 @@ class AnnotateStage(Stage[ScoreRecord]):
         a = self.cfg.annotate
         frames, idx = sample_clip(score, a)
         res = self.backend.estimate(frames, idx)
+        if res.success and res.depth is None and self.depth is None and self.dense_depth:
+            self._dense_depth(frames, idx, res)
         base = dict(clip_id=score.clip_id, video_id=score.video_id, model_id=res.backend, model_version=res.version,
                     registered_share=res.registered_share, num_sampled=res.num_sampled,
                     scale_convention=res.scale_convention)
         if not res.success:
             return AnnotationRecord(success=False, failure_reason=res.reason, **base)
         return AnnotationRecord(success=True, **base, **self._artifacts(score, frames, idx, res))
+
+    def _dense_depth(self, frames: NDArray[np.uint8], idx: NDArray[np.int64], res: GeometryResult) -> None:
+        """Fill ``res.depth`` by plane-sweep stereo on the backend's poses (``mvs.py``); a clip
+        without a valid pixel (no baseline, no sparse points) keeps no depth."""
+        from .mvs import MvsOptions, plane_sweep_depth
+
+        a = self.cfg.annotate
+        kept = frames[np.isin(idx, res.frame_indexes)]
+        mvs = plane_sweep_depth(kept, res.poses, res.intrinsics, res.extras.get("sparse_depth"),
+                                MvsOptions(max_side=a.dense_depth_side, device=a.device,
+                                           threads=max(0, a.threads)))
+        res.extras.update(dense_depth_s=mvs.seconds, dense_depth_valid_share=float(mvs.valid_share.mean()))
+        if mvs.any_valid:
+            res.depth = mvs.depth
+            res.extras["dense_depth_method"] = mvs.version
+        log.info("annotate: dense depth of %d frames in %.1f s (%s), valid share %.2f", len(kept), mvs.seconds,
+                 mvs.device, float(mvs.valid_share.mean()))
 
     def _artifacts(self, score: ScoreRecord, frames: NDArray[np.uint8], idx: NDArray[np.int64],
                    res: GeometryResult) -> dict[str, Any]:
@@ -194,6 +221,9 @@ class AnnotateStage(Stage[ScoreRecord]):
 
             aligned = clip_depth(self.depth, kept, res)
             depth, depth_model, depth_alignment = aligned.depth, self.depth.version, aligned.alignment
+        elif depth is not None and res.extras.get("dense_depth_method"):
+            depth_model = res.extras["dense_depth_method"]
+            depth_alignment = f"plane-sweep stereo on {res.backend}'s poses ({res.scale_convention}); invalid pixels 0"
         elif depth is not None:
             depth_model, depth_alignment = res.version, f"{res.backend}'s own depth ({res.scale_convention})"
         disparity = None
