@@ -156,7 +156,8 @@ def test_hostile_file_names_stay_inside_the_store(cfg: Config, tmp_path: Path) -
     videos, letters, results = through_front(cfg, [str(d)])
     assert [dl.error_class for dl in letters] == ["UnreadableVideo"] and "UTF-8" in letters[0].error_message
     [v] = videos
-    assert v.video_id.startswith("newline") and "/" not in v.video_id and "\n" not in v.video_id, v.video_id
+    assert v.video_id.startswith("it-s-a-walk") and "/" not in v.video_id and "\n" not in v.video_id, v.video_id
+    assert "..%2F" in v.title  # a local file name's percent sign is literal, not a URL escape
     assert assert_clips_are_sound(v.title, results[v.title]) == 1
     new = files_under(tmp_path) - before
     assert new and all(cfg.artifacts_dir in p.parents for p in new), f"written outside the store: {new}"
