@@ -280,10 +280,12 @@ def describe(specs: Iterable[ModelSpec], weights_dir: str | os.PathLike[str] | N
     """A table of backends for ``spatialvid models``: task, name, ready or what is missing."""
     wd = resolve_weights_dir(weights_dir)
     lines = [f"weights folder: {wd}", ""]
+    specs = list(specs)
+    width = max((len(s.name) for s in specs), default=0)
     for spec in specs:
         st = model_status(spec.name, wd)
         label = f" (proxy for {spec.proxy_for})" if spec.proxy_for else ""
-        lines.append(f"{spec.task:<10} {spec.name:<28} {'ready' if st.ready else 'NOT READY':<9} "
+        lines.append(f"{spec.task:<10} {spec.name:<{width}} {'ready' if st.ready else 'NOT READY':<9} "
                      f"{spec.version}{label}")
         lines.append(f"{'':<10} {spec.description}; device: {spec.device}; license: {spec.weights.license}")
         lines += [f"{'':<10}   - {p}" for p in st.problems(wd)]
