@@ -61,7 +61,9 @@ def init_schema(client: Client, cfg: Config) -> None:
     record versions brought to tables an older version created (fields are only ever added)."""
     db = cfg.warehouse.database
     _drop_old_clip_latest(client, db)
-    for stmt in all_ddl(db):
+    stmts = all_ddl(db)
+    tables = 1 + len(RECORD_TYPES)  # the database and the record tables come first, then the views
+    for stmt in stmts[:tables]:
         client.command(stmt)
     have = {(t, c) for t, c in client.query(
         "SELECT table, name FROM system.columns WHERE database = {db:String}", parameters={"db": db}).result_rows}
@@ -70,6 +72,8 @@ def init_schema(client: Client, cfg: Config) -> None:
             if (model.table, name) not in have:
                 log.info("warehouse: adding column %s.%s (%s), new in this record version", model.table, name, ctype)
                 client.command(f"ALTER TABLE {db}.{model.table} ADD COLUMN IF NOT EXISTS `{name}` {ctype}")
+    for stmt in stmts[tables:]:  # the views may read the added columns
+        client.command(stmt)
 
 
 def _drop_old_clip_latest(client: Client, db: str) -> None:
