@@ -145,6 +145,18 @@ class ModelStatus:
 _REGISTRY: dict[str, ModelSpec] = {}
 
 
+def resolve_device(device: str, setting: str = "scoring.device") -> str:
+    """A model's torch device: ``auto`` (or "") -> ``cuda`` when torch sees one, else ``cpu``;
+    an explicit CUDA device must exist (``setting`` names the option to change)."""
+    import torch
+
+    if device in ("", "auto"):
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(f"device {device!r} requested but torch sees no CUDA device; set {setting} = 'cpu'")
+    return device
+
+
 def register_model(spec: ModelSpec) -> ModelSpec:
     """Add a backend to the registry (names are unique)."""
     if spec.name in _REGISTRY:

@@ -42,6 +42,8 @@ import torch.nn.functional as F
 from numpy.typing import NDArray
 from torch import nn
 
+from spatialvid.models import resolve_device
+
 __all__ = [
     "DAV2Config",
     "DAV2_CONFIGS",
@@ -64,16 +66,6 @@ __all__ = [
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406])
 IMAGENET_STD = np.array([0.229, 0.224, 0.225])
 DepthKind = Literal["disparity", "metric"]
-
-
-def resolve_device(device: str) -> str:
-    """``auto`` -> ``cuda`` when torch sees one, else ``cpu``; an explicit CUDA device must exist."""
-    if device in ("", "auto"):
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(f"depth model device {device!r} requested but torch sees no CUDA device; "
-                           "set annotate.device = 'cpu'")
-    return device
 
 
 # --------------------------------------------------------------------------- Depth Anything V2
@@ -329,20 +321,26 @@ def load_dav2_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     return sd
 
 
-def _check_layout(sd: dict[str, torch.Tensor], cfg: DAV2Config, path: str | Path, label: str) -> None:
-    """Every key and shape of the architecture, and nothing else, or a ValueError saying what differs."""
+def layout_mismatch(sd: dict[str, torch.Tensor], build: Any) -> str:
+    """What differs between a state dict and the network ``build()`` makes (built on the meta
+    device: names and shapes only, no memory): missing, unexpected and mis-shaped keys, or ""."""
     with torch.device("meta"):
-        want = {k: tuple(v.shape) for k, v in DepthAnythingV2Net(cfg).state_dict().items()}
+        want = {k: tuple(v.shape) for k, v in build().state_dict().items()}
     missing = sorted(set(want) - set(sd))
     extra = sorted(set(sd) - set(want))
     shapes = [f"{k}: file {tuple(sd[k].shape)} vs model {want[k]}" for k in sorted(set(want) & set(sd))
               if tuple(sd[k].shape) != want[k]]
-    if missing or extra or shapes:
-        parts = [f"{len(missing)} missing keys (e.g. {', '.join(missing[:3])})" if missing else "",
-                 f"{len(extra)} unexpected keys (e.g. {', '.join(extra[:3])})" if extra else "",
-                 f"{len(shapes)} shape mismatches (e.g. {'; '.join(shapes[:2])})" if shapes else ""]
-        raise ValueError(f"{path} is not a Depth Anything V2 {label} checkpoint: "
-                         + "; ".join(p for p in parts if p) + ". Use the official file for this model")
+    parts = [f"{len(missing)} missing keys (e.g. {', '.join(missing[:3])})" if missing else "",
+             f"{len(extra)} unexpected keys (e.g. {', '.join(extra[:3])})" if extra else "",
+             f"{len(shapes)} shape mismatches (e.g. {'; '.join(shapes[:2])})" if shapes else ""]
+    return "; ".join(p for p in parts if p)
+
+
+def _check_layout(sd: dict[str, torch.Tensor], cfg: DAV2Config, path: str | Path, label: str) -> None:
+    """Every key and shape of the architecture, and nothing else, or a ValueError saying what differs."""
+    if differs := layout_mismatch(sd, lambda: DepthAnythingV2Net(cfg)):
+        raise ValueError(f"{path} is not a Depth Anything V2 {label} checkpoint: {differs}. "
+                         "Use the official file for this model")
 
 
 # --------------------------------------------------------------------------- the estimator interface
@@ -377,7 +375,7 @@ class DepthAnythingV2(DepthEstimator):
 
     def __init__(self, net: DepthAnythingV2Net, name: str, version: str, device: str = "auto",
                  input_size: int = 518, batch_size: int = 4) -> None:
-        self.device = resolve_device(device)
+        self.device = resolve_device(device, "annotate.device")
         self.net = net.to(self.device).eval()
         self.name, self.version = name, version
         self.kind = "metric" if net.cfg.max_depth else "disparity"
@@ -442,7 +440,7 @@ class UniDepth(DepthEstimator):
 
     def __init__(self, model: Any, name: str, version: str, device: str = "auto", batch_size: int = 4,
                  resolution_level: int | None = None) -> None:
-        self.device = resolve_device(device)
+        self.device = resolve_device(device, "annotate.device")
         self.model = model.to(self.device).eval()
         if resolution_level is not None:  # UniDepth V2: 0..9, the pixel budget within its range
             self.model.resolution_level = int(resolution_level)

@@ -115,9 +115,9 @@ class MvsResult:
 def _device(name: str) -> Any:
     import torch
 
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    from spatialvid.models import resolve_device
+
+    return torch.device(resolve_device(name, "annotate.device"))
 
 
 def _depth_range(sparse: Sequence[NDArray[np.float64] | None] | None, n: int, margin: float

@@ -47,7 +47,9 @@ import torch.nn.functional as F
 from numpy.typing import NDArray
 from torch import nn
 
-from .depth import DAV2Config, DepthEstimator, DepthPrediction, _DinoV2, _LayerScale, resolve_device
+from spatialvid.models import resolve_device
+
+from .depth import DAV2Config, DepthEstimator, DepthPrediction, _DinoV2, _LayerScale, layout_mismatch
 
 __all__ = [
     "DINOV2_ARCHS",
@@ -558,19 +560,9 @@ def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
 
 def check_layout(sd: dict[str, torch.Tensor], cfg: UniDepthV2Config, path: str | Path) -> None:
     """Every key and shape of the architecture, and nothing else, or a ValueError saying what differs."""
-    with torch.device("meta"):
-        want = {k: tuple(v.shape) for k, v in UniDepthV2Net(cfg).state_dict().items()}
-    missing = sorted(set(want) - set(sd))
-    extra = sorted(set(sd) - set(want))
-    shapes = [f"{k}: file {tuple(sd[k].shape)} vs model {want[k]}" for k in sorted(set(want) & set(sd))
-              if tuple(sd[k].shape) != want[k]]
-    if missing or extra or shapes:
-        parts = [f"{len(missing)} missing keys (e.g. {', '.join(missing[:3])})" if missing else "",
-                 f"{len(extra)} unexpected keys (e.g. {', '.join(extra[:3])})" if extra else "",
-                 f"{len(shapes)} shape mismatches (e.g. {'; '.join(shapes[:2])})" if shapes else ""]
+    if differs := layout_mismatch(sd, lambda: UniDepthV2Net(cfg)):
         raise ValueError(f"{path} does not match the UniDepth V2 {cfg.encoder} model its config.json describes: "
-                         + "; ".join(p for p in parts if p)
-                         + ". Use the official snapshot (config.json and model.safetensors of one repository)")
+                         f"{differs}. Use the official snapshot (config.json and model.safetensors of one repository)")
 
 
 # --------------------------------------------------------------------------- the estimator
@@ -579,7 +571,7 @@ class UniDepthV2(DepthEstimator):
 
     def __init__(self, net: UniDepthV2Net, name: str, version: str, device: str = "auto", batch_size: int = 4,
                  resolution_level: int | None = None) -> None:
-        self.device = resolve_device(device)
+        self.device = resolve_device(device, "annotate.device")
         self.net = net.to(self.device).eval()
         self.name, self.version = name, version
         self.kind = "metric"

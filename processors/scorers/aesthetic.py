@@ -35,7 +35,9 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from .ocr import bucket, bucket_sizes, pad_to_bucket
+from spatialvid.models import resolve_device
+
+from .ocr import bucket, bucket_sizes, capture_cuda_graph, pad_to_bucket
 
 CLIP_MEAN = np.array([0.48145466, 0.4578275, 0.40821073], np.float32)
 CLIP_STD = np.array([0.26862954, 0.26130258, 0.27577711], np.float32)
@@ -194,15 +196,6 @@ def clip_crop(rgb: np.ndarray, size: int = 224) -> np.ndarray:
     return np.ascontiguousarray(np.asarray(img)[top:top + size, left:left + size])
 
 
-def resolve_device(device: str) -> str:
-    """``auto`` -> ``cuda`` when available, else ``cpu``; an explicit CUDA device must exist."""
-    if device in ("", "auto"):
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(f"device {device!r} requested but torch sees no CUDA device; set scoring.device = 'cpu'")
-    return device
-
-
 class LaionAesthetic:
     """The paper's aesthetic scorer, batched over frames of many clips."""
 
@@ -259,22 +252,11 @@ class LaionAesthetic:
         static_in = torch.zeros_like(example, device=self.device)
         entry: tuple[Any, Any, Any] = (None, static_in, None)
         if self.graphs:
-            try:
-                side = torch.cuda.Stream()
-                side.wait_stream(torch.cuda.current_stream())
-                with torch.cuda.stream(side):
-                    for _ in range(2):
-                        self._forward(static_in)
-                torch.cuda.current_stream().wait_stream(side)
-                graph = torch.cuda.CUDAGraph()
-                with torch.cuda.graph(graph, capture_error_mode="thread_local"):
-                    out = self._forward(static_in)
-                entry = (graph, static_in, out)
-            except Exception as exc:  # pragma: no cover - depends on the CUDA build
-                import logging
-
-                logging.getLogger(__name__).warning("aesthetic: CUDA graph capture failed (%s); running eagerly", exc)
+            captured = capture_cuda_graph(self._forward, static_in, "aesthetic")
+            if captured is None:
                 self.graphs = False
+            else:
+                entry = (captured[0], static_in, captured[1])
         self._compiled[key] = entry
         return entry
 

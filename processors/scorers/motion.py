@@ -48,6 +48,7 @@ swscale expands limited-range luma to full range on the way to gray (about x255/
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any, ClassVar, Iterable
 
 import cv2
@@ -70,6 +71,21 @@ def _mirror(n: int) -> np.ndarray:
     return np.where(i >= n, 2 * n - 1 - i, i)
 
 
+def _check_luma(luma: np.ndarray, shape: tuple[int, int] | None) -> bool:
+    """Raise unless ``luma`` is a 2-D uint8 frame the blur can take, of the clip's ``shape``;
+    True for the clip's first frame (``shape`` still None)."""
+    if luma.dtype != np.uint8 or luma.ndim != 2:
+        raise TypeError(f"luma must be a 2-D uint8 array, got {luma.dtype} with shape {luma.shape}")
+    if shape is None:
+        h, w = luma.shape
+        if h < 3 or w < 3:
+            raise ValueError(f"frame {w}x{h} is too small for the 5-tap blur (needs >= 3x3)")
+        return True
+    if luma.shape != shape:
+        raise ValueError(f"frame size changed from {shape} to {luma.shape} within a clip")
+    return False
+
+
 class VmafMotion:
     """Streaming VMAF motion (libvmaf integer_motion2 semantics) over 8-bit luma frames.
 
@@ -88,18 +104,11 @@ class VmafMotion:
 
     def push(self, luma: np.ndarray) -> None:
         """Add the next frame's luma (uint8, H x W)."""
-        if luma.dtype != np.uint8 or luma.ndim != 2:
-            raise TypeError(f"luma must be a 2-D uint8 array, got {luma.dtype} with shape {luma.shape}")
-        if self._shape is None:
-            h, w = luma.shape
-            if h < 3 or w < 3:
-                raise ValueError(f"frame {w}x{h} is too small for the 5-tap blur (needs >= 3x3)")
-            self._shape = (h, w)
+        if _check_luma(luma, self._shape):
+            h, w = self._shape = luma.shape
             rows, cols = _mirror(h), _mirror(w)
             self._bottom = np.ix_(rows[h - 2:], cols)  # 6 x (w+4): bottom 2 output rows
             self._right_t = np.ix_(cols[w - 2:], rows)  # 6 x (h+4), of luma.T: right 2 columns
-        elif luma.shape != self._shape:
-            raise ValueError(f"frame size changed from {self._shape} to {luma.shape} within a clip")
         blurred = self._blur(luma)
         if self._prev is None:
             self._motion.append(0.0)
@@ -209,16 +218,9 @@ class TorchVmafMotion:
 
     def push(self, luma: np.ndarray) -> None:
         """Add the next frame's luma (uint8, H x W; a strided view is fine)."""
-        if luma.dtype != np.uint8 or luma.ndim != 2:
-            raise TypeError(f"luma must be a 2-D uint8 array, got {luma.dtype} with shape {luma.shape}")
-        if self._shape is None:
-            h, w = luma.shape
-            if h < 3 or w < 3:
-                raise ValueError(f"frame {w}x{h} is too small for the 5-tap blur (needs >= 3x3)")
-            self._shape = (h, w)
-            self._buf = self._buffers(h, w)
-        elif luma.shape != self._shape:
-            raise ValueError(f"frame size changed from {self._shape} to {luma.shape} within a clip")
+        if _check_luma(luma, self._shape):
+            self._shape = luma.shape
+            self._buf = self._buffers(*luma.shape)
         buf = self._buf
         if self._n == 0 and (ev := buf["events"][buf["slot"]]) is not None:
             ev.synchronize()  # the copy that last read this host slot is done
@@ -247,7 +249,7 @@ class TorchVmafMotion:
         torch, buf = self.torch, self._buf
         slot, n = buf["slot"], self._n
         stream = buf["stream"]
-        ctx = torch.cuda.stream(stream) if stream is not None else _nullcontext()
+        ctx = torch.cuda.stream(stream) if stream is not None else contextlib.nullcontext()
         with torch.inference_mode(), ctx:
             x = buf["host"][slot][:n].to(self.device, non_blocking=True)
             if stream is not None:
@@ -268,7 +270,7 @@ class TorchVmafMotion:
         if not self._count:
             return np.zeros(0)
         torch, stream = self.torch, self._buf["stream"]
-        ctx = torch.cuda.stream(stream) if stream is not None else _nullcontext()
+        ctx = torch.cuda.stream(stream) if stream is not None else contextlib.nullcontext()
         with ctx:
             sads = torch.cat(self._sads).cpu().numpy() if self._sads else np.zeros(0, np.int64)
         h, w = self._shape  # type: ignore[misc]
@@ -276,14 +278,6 @@ class TorchVmafMotion:
 
     def mean(self) -> float:
         return float(self.per_frame().mean()) if self._count else float("nan")
-
-
-class _nullcontext:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: Any) -> None:
-        return None
 
 
 def vmaf_motion(lumas: Iterable[np.ndarray]) -> np.ndarray:

@@ -61,6 +61,30 @@ def bucket_sizes(cap: int) -> list[int]:
     return sorted({bucket(n, cap) for n in range(1, cap + 1)})
 
 
+def capture_cuda_graph(forward: Callable[[Any], Any], static_in: Any, name: str) -> tuple[Any, Any] | None:
+    """``forward`` on ``static_in`` as a CUDA graph: warmed up twice on a side stream, then
+    captured; returns (graph, its static output), or None (logged) when capture fails and
+    the caller runs eagerly (same values)."""
+    import torch
+
+    try:
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(2):
+                forward(static_in)
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, capture_error_mode="thread_local"):
+            out = forward(static_in)
+        return graph, out
+    except Exception as exc:  # pragma: no cover - depends on the CUDA build
+        import logging
+
+        logging.getLogger(__name__).warning("%s: CUDA graph capture failed (%s); running eagerly", name, exc)
+        return None
+
+
 def pad_to_bucket(x: Any, cap: int) -> Any:
     """A batch tensor padded with blank rows to :func:`bucket` size (rows do not affect each other)."""
     import torch
@@ -442,23 +466,12 @@ class TorchOcrDetector(RapidOcrDetector):
         static_in = torch.zeros((b, h, w, 3), dtype=torch.uint8, device=self.device)
         entry: tuple[Any, Any, Any, Any] = (None, static_in, None, None)
         if self.graphs:
-            try:
-                side = torch.cuda.Stream()
-                side.wait_stream(torch.cuda.current_stream())
-                with torch.cuda.stream(side):
-                    for _ in range(2):
-                        self._forward(static_in)
-                torch.cuda.current_stream().wait_stream(side)
-                graph = torch.cuda.CUDAGraph()
-                with torch.cuda.graph(graph, capture_error_mode="thread_local"):
-                    out, peak = self._forward(static_in)
-                entry = (graph, static_in, out, peak)
-            except Exception as exc:  # pragma: no cover - depends on the CUDA build
-                import logging
-
-                logging.getLogger(__name__).warning("OCR detector: CUDA graph capture failed (%s); running eagerly",
-                                                    exc)
+            captured = capture_cuda_graph(self._forward, static_in, "OCR detector")
+            if captured is None:
                 self.graphs = False
+            else:
+                graph, (out, peak) = captured
+                entry = (graph, static_in, out, peak)
         self._compiled[key] = entry
         return entry
 
