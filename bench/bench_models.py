@@ -48,7 +48,7 @@ import numpy as np
 
 from spatialvid.config import Config
 from spatialvid.processors.frames import iter_frames
-from spatialvid.processors.score import ScoreStage
+from spatialvid.processors.score import ScoreStage, decoder_threads
 from spatialvid.producers.samples import SampleSpec, write_sample
 from spatialvid.schemas.records import ClipRecord
 
@@ -116,6 +116,13 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=6.0)
     ap.add_argument("--size", default="1280x720")
     ap.add_argument("--workers", type=int, default=2, help="decode workers (scoring.decode_workers)")
+    ap.add_argument("--stage-workers", type=int, default=0,
+                    help="decode workers of the score stage (default: --workers); its model thread and OCR "
+                         "post-processing need cores too")
+    ap.add_argument("--baseline-workers", type=lambda v: [int(x) for x in v.split(",") if x], default=[],
+                    help="more decode-only worker-process counts to try, comma-separated; the fastest is the baseline")
+    ap.add_argument("--decode-threads", type=int, default=None,
+                    help="FFmpeg threads per decoder (scoring.decode_threads), stage and baseline")
     ap.add_argument("--batch", type=int, default=8, help="clips per micro-batch (runtime.batch_size)")
     ap.add_argument("--ocr-threads", type=int, default=2)
     ap.add_argument("--device", default="auto")
@@ -148,9 +155,12 @@ def main() -> None:
               f"{os.cpu_count()} CPU cores")
         cfg = Config()
         sc = cfg.scoring
-        sc.decode_workers, sc.ocr_threads, sc.device, sc.weights_dir = args.workers, args.ocr_threads, args.device, tmp
+        sc.decode_workers, sc.ocr_threads, sc.device, sc.weights_dir = (args.stage_workers or args.workers,
+                                                                        args.ocr_threads, args.device, tmp)
         sc.ocr_backend = "none" if args.no_ocr else sc.ocr_backend
         sc.decode_processes = args.processes
+        if args.decode_threads is not None:
+            sc.decode_threads = args.decode_threads
         if args.backend == "laion":
             t0 = time.perf_counter()
             from spatialvid.processors.scorers.aesthetic import CLIP_FILE
@@ -183,7 +193,7 @@ def main() -> None:
         # warm-up: first CUDA kernels, onnxruntime's first run, page cache of the files
         stage.process_batch(clips[: min(2, len(clips))])
 
-        decode = partial(decode_clip, threads=sc.decode_threads)
+        decode = partial(decode_clip, threads=decoder_threads(sc))  # the stage's decoder settings
         reps = max(1, args.repeat)
         with ThreadPoolExecutor(args.workers) as pool:
             runs = []
@@ -193,18 +203,21 @@ def main() -> None:
                 runs.append((time.perf_counter() - t0, time.process_time() - c0))
             decode_s, decode_cpu = min(runs)
         if args.processes:  # the same decode-only work in worker processes: the fairer baseline here
-            with ProcessPoolExecutor(args.workers, mp_context=multiprocessing.get_context("spawn")) as ppool:
-                list(ppool.map(decode, clips[: args.workers]))  # start the workers
-                pruns = []
-                for _ in range(reps):
-                    t0 = time.perf_counter()
-                    assert sum(ppool.map(decode, clips)) == frames
-                    pruns.append(time.perf_counter() - t0)
-                decode_p = min(pruns)
-            print(f"decode-only in threads: {decode_s:.2f}s, {len(clips) / decode_s:.2f} clips/s; in processes: "
-                  f"{decode_p:.2f}s, {len(clips) / decode_p:.2f} clips/s (the baseline below is the faster; "
-                  f"processes, each pass: {', '.join(f'{len(clips) / t:.1f}' for t in pruns)} clips/s)")
-            decode_s = min(decode_s, decode_p)
+            # at every worker count the stage is run with (and any asked for): the best is the baseline
+            counts = sorted({args.workers, sc.decode_workers, *args.baseline_workers})
+            print(f"decode-only in threads ({args.workers}): {decode_s:.2f}s, {len(clips) / decode_s:.2f} clips/s")
+            for count in counts:
+                with ProcessPoolExecutor(count, mp_context=multiprocessing.get_context("spawn")) as ppool:
+                    list(ppool.map(decode, clips[:count]))  # start the workers
+                    pruns = []
+                    for _ in range(reps):
+                        t0 = time.perf_counter()
+                        assert sum(ppool.map(decode, clips)) == frames
+                        pruns.append(time.perf_counter() - t0)
+                print(f"decode-only in {count} processes: {min(pruns):.2f}s, {len(clips) / min(pruns):.2f} clips/s "
+                      f"(each pass: {', '.join(f'{len(clips) / t:.1f}' for t in pruns)} clips/s)")
+                decode_s = min(decode_s, min(pruns))
+            print("the baseline below is the fastest decode-only of these")
 
         acc: dict[str, float] = {}
         timed(stage, "prepare", acc, "decode+motion+prepare (pool threads, summed)")  # not seen in processes

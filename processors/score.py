@@ -132,6 +132,12 @@ def prepare_clip(clip: ClipRecord, width: int, height: int, threads: int,
     return out
 
 
+def decoder_threads(sc: Any) -> int:
+    """FFmpeg threads per decoder (``scoring.decode_threads``; 0: one in worker processes,
+    which already fill the cores, else FFmpeg's choice)."""
+    return sc.decode_threads or (1 if sc.decode_processes else 0)
+
+
 def _preparer(scorer: Any) -> Callable[[np.ndarray], Any] | None:
     """A scorer's input preparation as something a worker process can receive."""
     if scorer is None:
@@ -282,7 +288,7 @@ class ScoreStage(Stage[ClipRecord]):
     def prepare(self, clip: ClipRecord) -> PreparedClip:
         """Decode one clip and prepare its model inputs (runs on a pool thread)."""
         sc = self.cfg.scoring
-        return prepare_clip(clip, sc.sample_width, sc.sample_height, sc.decode_threads,
+        return prepare_clip(clip, sc.sample_width, sc.sample_height, decoder_threads(sc),
                             self.aesthetic.prepare if self.aesthetic else None, self.ocr.prepare if self.ocr else None,
                             getattr(self, "_motion_factory", None))
 
@@ -290,7 +296,7 @@ class ScoreStage(Stage[ClipRecord]):
         if self._preparers is None:
             return self._pool.submit(self.prepare, clip)
         sc = self.cfg.scoring
-        return self._pool.submit(prepare_clip, clip, sc.sample_width, sc.sample_height, sc.decode_threads,
+        return self._pool.submit(prepare_clip, clip, sc.sample_width, sc.sample_height, decoder_threads(sc),
                                  *self._preparers, self._motion_factory, False)
 
     def process_batch(self, items: Sequence[ClipRecord]) -> list[Result]:

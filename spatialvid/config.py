@@ -144,7 +144,10 @@ class ScoringConfig:
 
     sample_width: int = 640
     sample_height: int = 360
-    decode_threads: int = 0  # 0: let FFmpeg choose
+    # FFmpeg threads per decoder. 0: one per decoder in worker processes (decode_processes:
+    # the processes already fill the cores; FFmpeg's own threads on top cost 1.5x on 16
+    # cores, bench_models.py), FFmpeg's choice on decode threads.
+    decode_threads: int = 0
     # Model backends, by registry name (`spatialvid models` lists them). "auto": the
     # paper's LAION model when its weights are in weights_dir, else the labelled BRISQUE
     # proxy (its rows say so). "none" skips a filter (its columns stay NULL).

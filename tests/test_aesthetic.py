@@ -158,6 +158,22 @@ def test_uint8_staging_gives_the_same_network_input_and_scores(tmp_path: Path, f
     assert np.array_equal(staged.score(b), plain.score(a))
 
 
+def test_clip_crop_is_torchvision_resize_then_centre_crop() -> None:
+    """Resize(224, BICUBIC) on the PIL image, then CenterCrop(224), bit for bit (the
+    landscape fast path resamples only the kept columns vertically)."""
+    from PIL import Image
+
+    from spatialvid.processors.scorers.aesthetic import clip_crop
+
+    rng = np.random.default_rng(2)
+    for h, w in ((360, 640), (720, 1280), (272, 640), (361, 641), (224, 300), (225, 1000), (640, 360), (300, 300)):
+        rgb = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+        new_w, new_h = (224, int(224 * h / w)) if w <= h else (int(224 * w / h), 224)
+        ref = np.asarray(Image.fromarray(rgb).resize((new_w, new_h), Image.BICUBIC))
+        top, left = int(round((new_h - 224) / 2.0)), int(round((new_w - 224) / 2.0))
+        assert np.array_equal(clip_crop(rgb), ref[top:top + 224, left:left + 224]), f"{w}x{h}"
+
+
 def test_the_real_vit_l14_shape_is_read_from_its_tensors() -> None:
     with torch.device("meta"):
         sd = VisionTransformer().state_dict()  # ViT-L/14 defaults, no memory used

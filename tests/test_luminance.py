@@ -30,3 +30,13 @@ def test_keep_range_is_20_to_140_inclusive(mean: float, ok: bool) -> None:
     passed, reason = luminance_passes(mean)
     assert passed is ok, f"luminance {mean}: expected pass={ok}, got reason {reason!r}"
     assert bool(reason) is not ok
+
+
+def test_integer_channel_sums_give_the_float_mean_bit_for_bit() -> None:
+    """The fast path (exact integer sums) equals the plain float64 channel means exactly."""
+    rng = np.random.default_rng(1)
+    frames = [rng.integers(0, 256, s, dtype=np.uint8) for s in ((360, 640, 3), (1080, 1920, 3), (5, 7, 3))]
+    frames += [solid(255, 255, 255), solid(0, 0, 0), rng.integers(0, 256, (720, 1280, 3), dtype=np.uint8)[::2, 1::3]]
+    for rgb in frames:
+        means = rgb.reshape(-1, 3).astype(np.float64).mean(axis=0)
+        assert frame_luminance(rgb) == float(means @ np.array([0.2126, 0.7152, 0.0722], np.float32).astype(np.float64))

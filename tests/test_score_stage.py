@@ -67,8 +67,46 @@ def test_cuda_motion_equals_the_torch_cpu_motion(sample_videos: dict[str, Path])
     from spatialvid.processors.scorers.motion import TorchVmafMotion
 
     lumas, _ = whole_video(sample_videos["walk"])
-    a, b = TorchVmafMotion("cpu", batch=5), TorchVmafMotion("cuda", batch=16)
+    a, b = TorchVmafMotion("cpu", batch=5), TorchVmafMotion("cuda", batch=16, fused=False)
+    c = TorchVmafMotion("cuda", batch=16)  # the fused kernels where Triton is there
     for y in lumas:
         a.push(y)
         b.push(y)
+        c.push(y)
     assert np.array_equal(a.per_frame(), b.per_frame())
+    assert np.array_equal(a.per_frame(), c.per_frame())
+
+
+def test_triton_blur_equals_the_torch_blur() -> None:
+    """The fused CUDA kernels: the eager path's blurred integers and SADs, bit for bit, on
+    frame sizes at the mirror's limits, odd widths across the kernel's 256-pixel blocks,
+    flat and extreme frames (the largest sums) and batches that split a clip."""
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device here")
+    pytest.importorskip("triton")
+    from spatialvid.processors.scorers import motion_triton
+    from spatialvid.processors.scorers.motion import TorchVmafMotion, _mirror
+
+    rng = np.random.default_rng(3)
+    for h, w in ((3, 3), (5, 4), (17, 23), (64, 257), (360, 640), (720, 1280), (1080, 1920)):
+        frames = rng.integers(0, 256, (6, h, w), dtype=np.uint8)
+        frames[1] = 255  # all-white: the largest sums the int64 accumulator sees
+        frames[2] = 0
+        frames[3] = frames[3] // 64 * 64  # coarse steps
+        eager = TorchVmafMotion("cuda", batch=4, fused=False)
+        eager._shape, eager._buf = (h, w), eager._buffers(h, w)
+        x = torch.from_numpy(frames).cuda()
+        want = eager._blur(x).to(torch.int32)
+        got = torch.empty((6, h, w), dtype=torch.int32, device="cuda")
+        rows, cols = (torch.from_numpy(_mirror(n)).cuda() for n in (h, w))
+        motion_triton.blur(x, got, rows, cols)
+        assert torch.equal(got, want), f"{h}x{w}"
+        sads = torch.empty(5, dtype=torch.int64, device="cuda")
+        motion_triton.sad(got, sads)
+        assert torch.equal(sads, (want[1:].long() - want[:-1].long()).abs().sum(dim=(1, 2))), f"{h}x{w}"
+        a, b = TorchVmafMotion("cuda", batch=4, fused=False), TorchVmafMotion("cuda", batch=4, fused=True)
+        for f in frames:
+            a.push(f)
+            b.push(f)
+        assert np.array_equal(a.per_frame(), b.per_frame()), f"{h}x{w}"

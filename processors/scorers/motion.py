@@ -177,6 +177,11 @@ class TorchVmafMotion:
     other way: per-frame motion agrees to ~1e-5 (tests). SADs stay on the device until
     :meth:`per_frame` (one synchronisation per clip).
 
+    On CUDA with Triton (shipped with PyTorch's CUDA builds) the blur and the SAD are two
+    fused kernels (``motion_triton``: the same integers, ~40x less device memory traffic
+    than the eager ops, which materialise every tap product); otherwise plain torch ops.
+    Waits on the device sleep (blocking events) rather than spin a decode worker's core.
+
     Buffers are cached per thread and device (pinned allocation synchronises the GPU),
     so a decode thread or worker process reuses them from clip to clip.
     """
@@ -185,7 +190,7 @@ class TorchVmafMotion:
     inline = True  # push() is a memcpy: no motion thread needed
     _local: ClassVar[Any] = None
 
-    def __init__(self, device: str = "cuda", batch: int = 16) -> None:
+    def __init__(self, device: str = "cuda", batch: int = 16, fused: bool | None = None) -> None:
         import threading
 
         import torch
@@ -193,6 +198,10 @@ class TorchVmafMotion:
         if TorchVmafMotion._local is None:
             TorchVmafMotion._local = threading.local()
         self.torch, self.device, self.batch = torch, torch.device(device), max(1, batch)
+        #: the fused Triton kernels (CUDA only; None = whenever Triton imports)
+        self._fused = _triton_motion() if self.device.type == "cuda" and fused is not False else None
+        if fused and self._fused is None:
+            raise RuntimeError("fused motion kernels need a CUDA device and Triton (shipped with PyTorch's CUDA builds)")
         self._shape: tuple[int, int] | None = None
         self._n = 0  # frames waiting in the host buffer
         self._prev: Any = None  # last blurred frame (device)
@@ -202,17 +211,21 @@ class TorchVmafMotion:
     # -- per-thread buffers ----------------------------------------------------
     def _buffers(self, h: int, w: int) -> dict[str, Any]:
         torch, cache = self.torch, TorchVmafMotion._local.__dict__
-        key = (str(self.device), h, w, self.batch)
+        key = (str(self.device), h, w, self.batch, self._fused is not None)
         if key not in cache:
             cuda = self.device.type == "cuda"
             rows, cols = _mirror(h), _mirror(w)
+            host = [torch.empty((self.batch, h, w), dtype=torch.uint8, pin_memory=cuda) for _ in range(2)]
             cache[key] = {
-                "host": [torch.empty((self.batch, h, w), dtype=torch.uint8, pin_memory=cuda) for _ in range(2)],
+                "host": host, "host_np": [t.numpy() for t in host],
                 "events": [None, None],
                 "slot": 0,
                 "stream": torch.cuda.Stream(self.device) if cuda else None,
                 "rows": torch.from_numpy(rows).to(self.device), "cols": torch.from_numpy(cols).to(self.device),
                 "ty": [int(t) for t in VMAF_TAPS], "tx": [int(t) for t in VMAF_TAPS],
+                # fused path: blurred frames, slot 0 holding the previous flush's last one
+                "blurred": torch.empty((self.batch + 1, h, w), dtype=torch.int32, device=self.device)
+                if self._fused is not None else None,
             }
         return cache[key]
 
@@ -224,7 +237,7 @@ class TorchVmafMotion:
         buf = self._buf
         if self._n == 0 and (ev := buf["events"][buf["slot"]]) is not None:
             ev.synchronize()  # the copy that last read this host slot is done
-        np.copyto(buf["host"][buf["slot"]][self._n].numpy(), luma)
+        np.copyto(buf["host_np"][buf["slot"]][self._n], luma)
         self._n += 1
         self._count += 1
         if self._n == self.batch:
@@ -253,16 +266,35 @@ class TorchVmafMotion:
         with torch.inference_mode(), ctx:
             x = buf["host"][slot][:n].to(self.device, non_blocking=True)
             if stream is not None:
-                ev = torch.cuda.Event()
+                ev = torch.cuda.Event(blocking=True)  # waiting on it sleeps instead of spinning a core
                 ev.record(stream)
                 buf["events"][slot] = ev
-            b = self._blur(x)
-            seq = b if self._prev is None else torch.cat([self._prev[None], b])
-            if seq.shape[0] > 1:
-                self._sads.append((seq[1:] - seq[:-1]).abs().sum(dim=(1, 2)))
-            self._prev = b[-1]
+            if self._fused is not None:
+                self._fused_flush(x, buf["blurred"])
+            else:
+                self._eager_flush(x)
         buf["slot"] = slot ^ 1
         self._n = 0
+
+    def _fused_flush(self, x: Any, blurred: Any) -> None:
+        """Blur into ``blurred[1:n+1]`` and SAD against the frame before (``blurred[0]``)."""
+        n = x.shape[0]
+        self._fused.blur(x, blurred[1:n + 1], self._buf["rows"], self._buf["cols"])
+        first = 0 if self._prev is not None else 1
+        if n + 1 - first > 1:
+            sads = self.torch.empty(n - first, dtype=self.torch.int64, device=self.device)
+            self._fused.sad(blurred[first:n + 1], sads)
+            self._sads.append(sads)
+        blurred[0].copy_(blurred[n])
+        self._prev = True  # the last blurred frame is in blurred[0]
+
+    def _eager_flush(self, x: Any) -> None:
+        """The same in plain torch ops (the CPU, and CUDA without Triton)."""
+        b = self._blur(x)
+        seq = b if self._prev is None else self.torch.cat([self._prev[None], b])
+        if seq.shape[0] > 1:
+            self._sads.append((seq[1:] - seq[:-1]).abs().sum(dim=(1, 2)))
+        self._prev = b[-1]
 
     def per_frame(self) -> np.ndarray:
         """The motion2 score of every pushed frame (float64); waits for the device."""
@@ -272,12 +304,25 @@ class TorchVmafMotion:
         torch, stream = self.torch, self._buf["stream"]
         ctx = torch.cuda.stream(stream) if stream is not None else contextlib.nullcontext()
         with ctx:
+            if stream is not None:  # sleep until the SADs are in, rather than spin in .cpu()
+                done = torch.cuda.Event(blocking=True)
+                done.record(stream)
+                done.synchronize()
             sads = torch.cat(self._sads).cpu().numpy() if self._sads else np.zeros(0, np.int64)
         h, w = self._shape  # type: ignore[misc]
         return motion2([0.0] + [sad_motion(float(s), h, w) for s in sads])
 
     def mean(self) -> float:
         return float(self.per_frame().mean()) if self._count else float("nan")
+
+
+def _triton_motion() -> Any:
+    """The fused CUDA kernels (``motion_triton``), or None where Triton is missing."""
+    try:
+        from . import motion_triton
+    except ImportError:
+        return None
+    return motion_triton
 
 
 def vmaf_motion(lumas: Iterable[np.ndarray]) -> np.ndarray:
