@@ -36,6 +36,7 @@ from __future__ import annotations
 import argparse
 import multiprocessing
 import os
+import pickle
 import sys
 import tempfile
 import time
@@ -299,7 +300,7 @@ def main() -> None:
 def profile(stage: ScoreStage, clip: ClipRecord) -> None:
     """One clip's work on one core (decoder single-threaded), best of 3, in ms."""
     from spatialvid.processors.frames import luma
-    from spatialvid.processors.score import measure_clip
+    from spatialvid.processors.score import _preparer, measure_clip, prepare_clip
     from spatialvid.processors.scorers.motion import VmafMotion
 
     def best(fn: Callable[[], Any]) -> float:
@@ -324,9 +325,14 @@ def profile(stage: ScoreStage, clip: ClipRecord) -> None:
     if stage._motion_factory is not None:
         line += f"; decode + GPU motion {best(lambda: with_motion(stage._motion_factory)):.0f} ms"
     m = measure_clip(clip, threads=1, motion_factory=stage._motion_factory)
+    line += f"; measure_clip (+ sampled frames, luminance) {best(lambda: measure_clip(clip, 640, 360, 1, stage._motion_factory)):.0f} ms"
     for name, s in (("aesthetic", stage.aesthetic), ("ocr", stage.ocr)):
         if s is not None:
             line += f"; {name} prepare x3 {best(lambda: [s.prepare(f) for f in m.sampled_rgb]):.1f} ms"
+    preparers = (_preparer(stage.aesthetic), _preparer(stage.ocr))
+    p = prepare_clip(clip, 640, 360, 1, *preparers, stage._motion_factory, False)
+    line += (f"; whole worker task {best(lambda: prepare_clip(clip, 640, 360, 1, *preparers, stage._motion_factory, False)):.0f} ms"
+             f"; its result {len(pickle.dumps(p)) / 1e6:.1f} MB, pickled and back {best(lambda: pickle.loads(pickle.dumps(p))):.1f} ms")
     print(line)
 
 

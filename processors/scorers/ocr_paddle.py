@@ -23,6 +23,7 @@ import re
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+import cv2
 import numpy as np
 
 from .ocr import ocr_passes, text_area_ratio
@@ -35,7 +36,7 @@ INSTALL = ('pip install paddlepaddle "paddleocr>=3" (GPU: paddlepaddle-gpu from 
 
 def paddle_input(rgb: np.ndarray) -> tuple[tuple[int, int], np.ndarray]:
     """(frame size, the BGR frame PaddleOCR takes for an array input)."""
-    return rgb.shape[:2], np.ascontiguousarray(rgb[..., ::-1])
+    return rgb.shape[:2], cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
 
 
 def model_name_of(model_dir: Path) -> str:
