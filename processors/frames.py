@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Iterator
 
 import av
 import numpy as np
+from av.video.reformatter import VideoReformatter
 
 from spatialvid.producers.probe import UnreadableVideo
 
@@ -76,3 +78,16 @@ def luma(frame: av.VideoFrame) -> np.ndarray:
     # which would inflate the motion score by about 16%.
     plane = frame.reformat(format="yuv420p").planes[0]
     return np.frombuffer(plane, np.uint8).reshape(plane.height, plane.line_size)[:, : plane.width].copy()
+
+
+_local = threading.local()
+
+
+def to_rgb(frame: av.VideoFrame, width: int, height: int) -> np.ndarray:
+    """``frame.to_ndarray(width=..., height=..., format="rgb24")``, the same bytes, through
+    one reformatter per thread: it keeps its swscale context from frame to frame, where
+    ``to_ndarray`` builds one per call (measured 6 ms a call on the GPU hosts' CPUs, 1 ms here)."""
+    reformatter = getattr(_local, "reformatter", None)
+    if reformatter is None:
+        reformatter = _local.reformatter = VideoReformatter()
+    return reformatter.reformat(frame, width=width, height=height, format="rgb24").to_ndarray()

@@ -46,7 +46,7 @@ from spatialvid.producers.probe import VideoError
 from spatialvid.runtime import Resources, Result, Stage, register_stage
 from spatialvid.schemas.records import ClipRecord, ScoreRecord
 
-from .frames import iter_frames, luma, sample_indices
+from .frames import iter_frames, luma, sample_indices, to_rgb
 from .scorers.luminance import VERSION as LUMINANCE_VERSION
 from .scorers.luminance import LuminanceStats, luminance_passes, luminance_stats
 from .scorers.motion import VmafMotion, motion_passes
@@ -104,7 +104,7 @@ def measure_clip(clip: ClipRecord, width: int = 640, height: int = 360, threads:
                 motion.push(luma(frame))
             in_clip.append(clip.frame_start <= idx < clip.frame_end)
             if idx in wanted:
-                sampled.append(frame.to_ndarray(width=width, height=height, format="rgb24"))
+                sampled.append(to_rgb(frame, width, height))
     finally:
         if frames is not None and worker is not None:
             frames.put(None)

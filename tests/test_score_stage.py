@@ -110,3 +110,17 @@ def test_triton_blur_equals_the_torch_blur() -> None:
             a.push(f)
             b.push(f)
         assert np.array_equal(a.per_frame(), b.per_frame()), f"{h}x{w}"
+
+
+def test_to_rgb_gives_to_ndarray_bytes_across_frames_and_sizes(sample_videos: dict[str, Path]) -> None:
+    """The per-thread reformatter keeps its swscale context; frames of other sizes and
+    formats in between must still convert exactly as ``to_ndarray`` does."""
+    from spatialvid.processors.frames import iter_frames, to_rgb
+
+    for name in list(sample_videos)[:2]:
+        for i, (_, f) in enumerate(iter_frames(str(sample_videos[name]), 0, 12)):
+            for w, h in ((640, 360), (320, 180), (f.width, f.height)):
+                assert np.array_equal(to_rgb(f, w, h), f.to_ndarray(width=w, height=h, format="rgb24"))
+            if i == 3:
+                gray = f.reformat(format="gray")
+                assert np.array_equal(to_rgb(gray, 64, 36), gray.to_ndarray(width=64, height=36, format="rgb24"))

@@ -304,15 +304,14 @@ def sample_frames(uri: str, frame_start: int, frame_end: int, fps: float, *, tar
                   width: int = 640, height: int = 360, max_frames: int = 16) -> list[NDArray[np.uint8]]:
     """RGB frames of clip ``[frame_start, frame_end)`` at about ``target_fps``, resized to
     ``width`` x ``height`` (SPEC.md §5: about 1 fps at 640x360), at most ``max_frames``."""
-    from spatialvid.processors.frames import iter_frames
+    from spatialvid.processors.frames import iter_frames, to_rgb
 
     n = max(0, frame_end - frame_start)
     if n == 0:
         raise ValueError(f"empty clip [{frame_start}, {frame_end})")
     k = int(min(max_frames, max(1, round(n / max(fps, 1e-6) * target_fps))))
     wanted = set(np.linspace(frame_start, frame_end - 1, k).round().astype(int).tolist())
-    out = [f.to_ndarray(width=width, height=height, format="rgb24")
-           for idx, f in iter_frames(uri, frame_start, frame_end) if idx in wanted]
+    out = [to_rgb(f, width, height) for idx, f in iter_frames(uri, frame_start, frame_end) if idx in wanted]
     if not out:
         raise ValueError(f"{uri}: no frame decoded in [{frame_start}, {frame_end})")
     return out
