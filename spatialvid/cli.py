@@ -339,10 +339,10 @@ def cmd_models(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps([{"name": s.name, "task": s.task, "version": s.version, "device": s.device,
                            "proxy_for": s.proxy_for, "license": s.weights.license,
-                           "ready": model_status(s.name, wd).ready, "missing": model_status(s.name, wd).problems(wd)}
-                          for s in specs], indent=2))
+                           "ready": st.ready, "missing": st.problems(wd)}
+                          for s in specs for st in [model_status(s.name, wd, cfg)]], indent=2))
     else:
-        print(describe(specs, wd))
+        print(describe(specs, wd, cfg))
     return 0
 
 

@@ -106,6 +106,8 @@ class ModelSpec:
     gpu_memory_gb: float = 0.0
     proxy_for: str = ""
     options: dict[str, Any] = field(default_factory=dict)
+    #: configuration settings (``section.key``) the backend cannot run without
+    settings: tuple[str, ...] = ()
 
     def missing_packages(self) -> list[str]:
         return [p for p in self.requires if importlib.util.find_spec(p) is None]
@@ -126,10 +128,12 @@ class ModelStatus:
     spec: ModelSpec
     files: dict[str, Path | None]
     missing_packages: list[str]
+    #: of ``spec.settings``, those empty in the configuration checked (none when none was given)
+    unset: list[str] = field(default_factory=list)
 
     @property
     def ready(self) -> bool:
-        return not self.missing_packages and all(p is not None for p in self.files.values())
+        return not self.missing_packages and not self.unset and all(p is not None for p in self.files.values())
 
     def problems(self, weights_dir: str | os.PathLike[str] | None = None) -> list[str]:
         """What is missing, each with how to get it."""
@@ -139,6 +143,10 @@ class ModelStatus:
         for f in self.spec.weights.files:
             if self.files.get(f.filename) is None:
                 out.append(f"missing {f.filename}: {self.spec.how_to_get(f, weights_dir)}")
+        for key in self.unset:
+            section, _, name = key.partition(".")
+            out.append(f"{key} is not set: set it in the config file ([{section}] {name} = ...) or as "
+                       f"SPATIALVID_{section.upper()}__{name.upper()}")
         return out
 
 
@@ -183,11 +191,18 @@ def resolve_weights_dir(weights_dir: str | os.PathLike[str] | None) -> Path:
     return Path(os.path.expanduser(str(weights_dir or DEFAULT_WEIGHTS_DIR)))
 
 
-def model_status(name: str, weights_dir: str | os.PathLike[str] | None = None) -> ModelStatus:
-    """Which files and packages of a backend are present (nothing is loaded)."""
+def _setting(cfg: Any, key: str) -> Any:
+    section, _, name = key.partition(".")
+    return getattr(getattr(cfg, section), name)
+
+
+def model_status(name: str, weights_dir: str | os.PathLike[str] | None = None, cfg: Any = None) -> ModelStatus:
+    """Which files and packages of a backend are present (nothing is loaded); with ``cfg``
+    (a :class:`~spatialvid.config.Config`), also which of its required settings are empty."""
     spec = get_model_spec(name)
     wd = resolve_weights_dir(weights_dir)
-    return ModelStatus(spec, {f.filename: f.locate(wd) for f in spec.weights.files}, spec.missing_packages())
+    unset = [k for k in spec.settings if cfg is not None and not _setting(cfg, k)]
+    return ModelStatus(spec, {f.filename: f.locate(wd) for f in spec.weights.files}, spec.missing_packages(), unset)
 
 
 def _import(path: str) -> Callable[..., Any]:
@@ -288,14 +303,15 @@ def fetch(name: str, weights_dir: str | os.PathLike[str] | None = None, timeout_
     return out
 
 
-def describe(specs: Iterable[ModelSpec], weights_dir: str | os.PathLike[str] | None = None) -> str:
-    """A table of backends for ``spatialvid models``: task, name, ready or what is missing."""
+def describe(specs: Iterable[ModelSpec], weights_dir: str | os.PathLike[str] | None = None, cfg: Any = None) -> str:
+    """A table of backends for ``spatialvid models``: task, name, ready or what is missing
+    (settings too, given the configuration ``cfg``)."""
     wd = resolve_weights_dir(weights_dir)
     lines = [f"weights folder: {wd}", ""]
     specs = list(specs)
     width = max((len(s.name) for s in specs), default=0)
     for spec in specs:
-        st = model_status(spec.name, wd)
+        st = model_status(spec.name, wd, cfg)
         label = f" (proxy for {spec.proxy_for})" if spec.proxy_for else ""
         lines.append(f"{spec.task:<10} {spec.name:<{width}} {'ready' if st.ready else 'NOT READY':<9} "
                      f"{spec.version}{label}")
@@ -420,6 +436,7 @@ register_model(ModelSpec(
                            "checkpoints (megasam_final.pth, Depth Anything, UniDepth, RAFT); set annotate.megasam_command",
                     license="MegaSaM: Apache-2.0 (checkpoints: their own licenses)"),
     description="the paper's geometry backend, run as an external step; its *_sgd_cvd_hr.npz is read back",
+    settings=("annotate.megasam_command",),
     device="cuda",
     gpu_memory_gb=24.0,
 ))

@@ -95,3 +95,25 @@ def test_cli_lists_readiness_and_explains_errors(tmp_path: Path, capsys) -> None
     assert "proxy for laion-aesthetic-vit-l14" in out
     assert main(["models", "fetch", "no-such-model"]) == 2
     assert "unknown model" in capsys.readouterr().err
+
+
+def test_a_backend_needing_a_setting_is_not_ready_until_it_is_set(tmp_path: Path, capsys, monkeypatch) -> None:
+    """MegaSaM's files alone do not make it ready: it runs the command in annotate.megasam_command."""
+    from spatialvid.config import load_config
+    from spatialvid.models import model_status
+
+    ckpt = tmp_path / "mega-sam" / "checkpoints" / "megasam_final.pth"
+    ckpt.parent.mkdir(parents=True)
+    ckpt.write_bytes(b"weights")
+    cfg = load_config(env={})
+    status = model_status("megasam", tmp_path, cfg)
+    assert not status.ready and status.unset == ["annotate.megasam_command"]
+    assert any("SPATIALVID_ANNOTATE__MEGASAM_COMMAND" in p for p in status.problems(tmp_path))
+    cfg.annotate.megasam_command = "python run.py {frames} {out}"
+    assert model_status("megasam", tmp_path, cfg).ready
+    monkeypatch.delenv("SPATIALVID_ANNOTATE__MEGASAM_COMMAND", raising=False)
+    assert main(["models", "--task", "geometry", "--weights-dir", str(tmp_path)]) == 0
+    assert "annotate.megasam_command is not set" in capsys.readouterr().out
+    monkeypatch.setenv("SPATIALVID_ANNOTATE__MEGASAM_COMMAND", "python run.py {frames} {out}")
+    assert main(["models", "--task", "geometry", "--weights-dir", str(tmp_path)]) == 0
+    assert "megasam_command is not set" not in capsys.readouterr().out
