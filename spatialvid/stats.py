@@ -166,9 +166,10 @@ def tag_sql(db: str, tag: str, table: str | None) -> str:
 
 
 def caption_length_sql(db: str, table: str | None) -> str:
-    """Per caption field: mean words and a histogram of word counts (bins of 5 words)."""
+    """Per caption field: mean words and how many captions have each word count (the
+    counts, not the millions of lengths: the figure bins them in 5s)."""
     parts = [f"SELECT '{f}' AS field, avg({f}_words) AS mean_words, "
-             f"groupArray({f}_words) AS lengths FROM {latest_sql(db, 'captions')}"
+             f"sumMap([{f}_words], [toUInt64(1)]) AS lengths FROM {latest_sql(db, 'captions')}"
              f"{_in_set(table)} {'AND' if table else 'WHERE'} {f}_words >= 0" for f in CAPTION_FIELDS]
     return " UNION ALL ".join(parts)
 
@@ -184,7 +185,7 @@ class Report:
     scene_second: dict[str, dict[str, int]] = field(default_factory=dict)
     histograms: dict[str, dict[str, list[int]]] = field(default_factory=dict)
     caption_means: dict[str, dict[str, float]] = field(default_factory=dict)
-    caption_lengths: dict[str, dict[str, list[int]]] = field(default_factory=dict)
+    caption_lengths: dict[str, dict[str, dict[int, int]]] = field(default_factory=dict)  # words -> captions
 
 
 def compute(query: QueryFn, db: str, hq_table: str | None = None, compare: dict[str, str] | None = None) -> Report:
@@ -214,7 +215,7 @@ def compute(query: QueryFn, db: str, hq_table: str | None = None, compare: dict[
         rep.caption_means[name], rep.caption_lengths[name] = {}, {}
         for f, mean, lengths in query(caption_length_sql(db, table), None)["rows"]:
             rep.caption_means[name][str(f)] = float(mean) if mean == mean and mean is not None else 0.0
-            rep.caption_lengths[name][str(f)] = [int(x) for x in lengths]
+            rep.caption_lengths[name][str(f)] = {int(w): int(n) for w, n in zip(*lengths)}
     return rep
 
 
@@ -303,7 +304,8 @@ def render(rep: Report, out_dir: str | Path) -> dict[str, Path]:
     for ax, (f, paper) in zip(axes, CAPTION_FIELDS.items()):
         for set_name, lengths in rep.caption_lengths.items():
             if lengths.get(f):
-                ax.hist(lengths[f], bins=range(0, 160, 5), alpha=0.6, density=True, label=set_name)
+                ax.hist(list(lengths[f]), weights=list(lengths[f].values()), bins=range(0, 160, 5), alpha=0.6,
+                        density=True, label=set_name)
         ax.axvline(paper, color="k", ls="--", lw=1, label=f"paper mean {paper}")
         ax.set_title(f"{f} (words)")
         ax.legend(fontsize=7)

@@ -54,6 +54,7 @@ def test_stats_report_matches_the_records(cfg: Config, warehouse, tmp_path: Path
     assert rep.histograms["full"]["motion"][0] == first_bin
     mean_summary = sum(len(c.scene_summary.split()) for c in caps) / len(caps)
     assert rep.caption_means["full"]["scene_summary"] == pytest.approx(mean_summary)
+    assert rep.caption_lengths["full"]["scene_summary"] == dict(Counter(len(c.scene_summary.split()) for c in caps))
     # A more even HQ: Urban's share falls from the full set to the HQ set.
     full, hqt = rep.tags["full"]["scene_type_first"], rep.tags["hq"]["scene_type_first"]
     assert hqt["Urban"] / sum(hqt.values()) < full["Urban"] / sum(full.values())
