@@ -204,7 +204,7 @@ class TorchVmafMotion:
             raise RuntimeError("fused motion kernels need a CUDA device and Triton (shipped with PyTorch's CUDA builds)")
         self._shape: tuple[int, int] | None = None
         self._n = 0  # frames waiting in the host buffer
-        self._prev: Any = None  # last blurred frame (device)
+        self._prev: Any = None  # last blurred frame (device; fused: True, the frame is kept in the buffers)
         self._sads: list[Any] = []
         self._count = 0
 
@@ -280,8 +280,8 @@ class TorchVmafMotion:
         """Blur into ``blurred[1:n+1]`` and SAD against the frame before (``blurred[0]``)."""
         n = x.shape[0]
         self._fused.blur(x, blurred[1:n + 1], self._buf["rows"], self._buf["cols"])
-        first = 0 if self._prev is not None else 1
-        if n + 1 - first > 1:
+        first = 0 if self._prev is not None else 1  # a clip's first frame has no SAD
+        if n > first:
             sads = self.torch.empty(n - first, dtype=self.torch.int64, device=self.device)
             self._fused.sad(blurred[first:n + 1], sads)
             self._sads.append(sads)
