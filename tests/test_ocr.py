@@ -132,3 +132,28 @@ def test_post_processing_in_worker_processes_gives_the_same_ratios(ocr, real_fra
         assert post_ratios(op, half, shapes) == post_ratios(op, half[:, 0].astype(np.float32), shapes)
     finally:
         procs.close()
+
+
+def test_early_minimum_size_test_gives_rapidocrs_boxes(ocr, real_frames) -> None:
+    """The post-processing with the contour size test first: the boxes of rapidocr's own
+    DBPostProcess, on frames with text and on noisy maps with thousands of contours; and
+    it survives pickling (it goes to the post-processing worker processes)."""
+    import pickle
+
+    from rapidocr.ch_ppocr_det.utils import DBPostProcess
+
+    fast = ocr.det.postprocess_op
+    assert type(fast) is not DBPostProcess and isinstance(fast, DBPostProcess)
+    plain = DBPostProcess.__new__(DBPostProcess)
+    plain.__dict__.update(fast.__dict__)
+    frames = [render_text(real_frames[i % 3], lines, scale)[0] for i, (lines, scale) in enumerate(((1, 1.5), (3, 1.0), (5, 0.6)))]
+    maps = [ocr.probability_maps(ocr.prepare(f)[1]) for f in frames + real_frames]
+    rng = np.random.default_rng(0)
+    maps += [rng.random(maps[0].shape, dtype=np.float32) ** k for k in (1, 3, 8)]  # speckle: many contours
+    restored = pickle.loads(pickle.dumps(fast))
+    for m in maps:
+        want, _ = plain(m, (360, 640))
+        for op in (fast, restored):
+            got, _ = op(m, (360, 640))
+            assert np.array_equal(got, want)
+    assert sum(len(plain(m, (360, 640))[0]) for m in maps[:3]) > 0  # the text frames have boxes
