@@ -144,9 +144,9 @@ class ScoringConfig:
 
     sample_width: int = 640
     sample_height: int = 360
-    # FFmpeg threads per decoder. 0: one per decoder in worker processes (decode_processes:
-    # the processes already fill the cores; FFmpeg's own threads on top cost 1.5x on 16
-    # cores, bench_models.py), FFmpeg's choice on decode threads.
+    # FFmpeg threads per decoder. 0: with decode_processes, the cores shared out among the
+    # processes (one each with a process per core: FFmpeg's own threads on top cost
+    # 1.3-1.7x on 16 cores, bench_models.py); on decode threads, FFmpeg's choice.
     decode_threads: int = 0
     # Model backends, by registry name (`spatialvid models` lists them). "auto": the
     # paper's LAION model when its weights are in weights_dir, else the labelled BRISQUE

@@ -124,3 +124,17 @@ def test_to_rgb_gives_to_ndarray_bytes_across_frames_and_sizes(sample_videos: di
             if i == 3:
                 gray = f.reformat(format="gray")
                 assert np.array_equal(to_rgb(gray, 64, 36), gray.to_ndarray(width=64, height=36, format="rgb24"))
+
+
+def test_decoder_threads_share_the_cores_among_worker_processes() -> None:
+    import os
+
+    from spatialvid.config import ScoringConfig
+    from spatialvid.processors.score import decoder_threads
+
+    cores = len(os.sched_getaffinity(0))
+    assert decoder_threads(ScoringConfig(decode_processes=False)) == 0  # FFmpeg's choice
+    assert decoder_threads(ScoringConfig(decode_threads=3, decode_processes=True)) == 3
+    assert decoder_threads(ScoringConfig(decode_processes=True, decode_workers=cores)) == 1
+    assert decoder_threads(ScoringConfig(decode_processes=True, decode_workers=1)) == cores
+    assert decoder_threads(ScoringConfig(decode_processes=True, decode_workers=4 * cores)) == 1
