@@ -236,7 +236,7 @@ def main() -> None:
             stage.ocr.gated = [0, 0]
         if hasattr(stage.ocr, "post_stats"):
             stage.ocr.post_stats = [0, 0.0]
-        timed(stage, "launch" if hasattr(stage, "launch") else "score_prepared", acc, "model thread busy in all")
+        timed(stage, "launch", acc, "model thread busy in all")
         passes = []
         for _ in range(reps):
             t0, c0 = time.perf_counter(), time.process_time()
@@ -248,16 +248,15 @@ def main() -> None:
             assert not bad, bad[:2]
         score_s, score_cpu = min(passes)
         print(f"score stage, each pass: {', '.join(f'{len(clips) / t:.1f}' for t, _ in passes)} clips/s")
-        if hasattr(stage, "_submit"):  # the stage's decode workers alone: the ceiling without any model
-            wonly = []
-            for _ in range(reps):
-                t0 = time.perf_counter()
-                for i in range(0, len(clips), args.batch):
-                    [f.result() for f in [stage._submit(c) for c in clips[i:i + args.batch]]]
-                wonly.append(time.perf_counter() - t0)
-            print(f"the stage's decode workers alone (decode, motion, sampling, model-input preparation, no model): "
-                  f"{', '.join(f'{len(clips) / t:.1f}' for t in wonly)} clips/s, best "
-                  f"{decode_s / min(wonly):.2f} of decode-only")
+        wonly = []  # the stage's decode workers alone: the ceiling without any model
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            for i in range(0, len(clips), args.batch):
+                [f.result() for f in [stage._submit(c) for c in clips[i:i + args.batch]]]
+            wonly.append(time.perf_counter() - t0)
+        print(f"the stage's decode workers alone (decode, motion, sampling, model-input preparation, no model): "
+              f"{', '.join(f'{len(clips) / t:.1f}' for t in wonly)} clips/s, best "
+              f"{decode_s / min(wonly):.2f} of decode-only")
         if args.processes:  # the hosts drift within a run: decode-only and the stage, pass for pass
             paired = []
             with ProcessPoolExecutor(best_count, mp_context=multiprocessing.get_context("spawn")) as ppool:
@@ -330,12 +329,11 @@ def profile(stage: ScoreStage, clip: ClipRecord) -> None:
             out.append(time.perf_counter() - t)
         return 1e3 * min(out)
 
-    frames = iter_frames
-    dec = best(lambda: sum(1 for _ in frames(clip.uri, max(0, clip.frame_start - 1), clip.frame_end + 1, threads=1)))
+    dec = best(lambda: decode_clip(clip, threads=1))
 
     def with_motion(factory: Callable[[], Any]) -> None:
         m = factory()
-        for _, f in frames(clip.uri, max(0, clip.frame_start - 1), clip.frame_end + 1, threads=1):
+        for _, f in iter_frames(clip.uri, max(0, clip.frame_start - 1), clip.frame_end + 1, threads=1):
             m.push(luma(f))
         m.per_frame()
 

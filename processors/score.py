@@ -42,7 +42,7 @@ import av
 import cv2
 import numpy as np
 
-from spatialvid.models import get_model, model_status
+from spatialvid.models import get_model, model_status, resolve_device
 from spatialvid.producers.probe import VideoError
 from spatialvid.runtime import Resources, Result, Stage, register_stage
 from spatialvid.schemas.records import ClipRecord, ScoreRecord
@@ -65,7 +65,7 @@ class ClipMeasures:
     num_frames: int
     sampled_rgb: list[np.ndarray]
     motion: float
-    luminance: LuminanceStats | None = None  # of the sampled frames, computed by the decode worker
+    luminance: LuminanceStats  # of the sampled frames, computed by the decode worker
 
 
 def measure_clip(clip: ClipRecord, width: int = 640, height: int = 360, threads: int = 0,
@@ -162,10 +162,6 @@ def _init_decode_process(*preparers: Any, motion_factory: Callable[[], Any] | No
         m.per_frame()
 
 
-def _warm_worker(motion_factory: Callable[[], Any] | None) -> None:
-    _init_decode_process(motion_factory=motion_factory)
-
-
 def _cuda_motion(device: str) -> Callable[[], Any] | None:
     """The device motion scorer's factory when the models run on CUDA, else ``None`` (CPU)."""
     if not device.startswith("cuda"):
@@ -173,15 +169,6 @@ def _cuda_motion(device: str) -> Callable[[], Any] | None:
     from .scorers.motion import TorchVmafMotion
 
     return partial(TorchVmafMotion, device)
-
-
-def _torch_cuda_device() -> str:
-    """``cuda`` when torch is installed and sees a GPU, else ``cpu``."""
-    try:
-        import torch
-    except ImportError:
-        return "cpu"
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def resolve_aesthetic_backend(name: str, weights_dir: str) -> str:
@@ -243,23 +230,24 @@ class ScoreStage(Stage[ClipRecord]):
 
     def setup(self) -> None:
         self.aesthetic, self.ocr = load_scorers(self.cfg)
+        sc = self.cfg.scoring
+        # Motion on the GPU when the models are there: the decode workers then only copy
+        # each frame's luma into a pinned buffer (gpu_motion = False keeps it on the CPU).
+        motion_device = resolve_device(sc.device) if sc.device in ("", "auto") else sc.device
+        self._motion_factory = _cuda_motion(motion_device) if self.gpu_motion is not False else None
+        motion_version = VmafMotion.version
+        if self._motion_factory is not None:
+            from .scorers.motion import TorchVmafMotion
+
+            motion_version = TorchVmafMotion.version
         parts = [(s.model_id, s.version) for s in (self.aesthetic,) if s is not None]
         parts.append(("luminance", LUMINANCE_VERSION))
         parts += [(s.model_id, s.version) for s in (self.ocr,) if s is not None]
-        parts.append(("vmaf-motion", VmafMotion.version))
+        parts.append(("vmaf-motion", motion_version))
         self.model_id = "+".join(p[0] for p in parts)
         self.model_version = "+".join(p[1] for p in parts)
         # The decoder threads already use the cores; OpenCV's own pool only adds contention.
         cv2.setNumThreads(1)
-        sc = self.cfg.scoring
-        # Motion on the GPU when the models are there: the decode workers then only copy
-        # each frame's luma into a pinned buffer (gpu_motion = False keeps it on the CPU).
-        motion_device = _torch_cuda_device() if sc.device in ("", "auto") else sc.device
-        self._motion_factory = _cuda_motion(motion_device) if self.gpu_motion is not False else None
-        if self._motion_factory is not None:
-            from .scorers.motion import TorchVmafMotion
-
-            self.model_version = self.model_version.replace(VmafMotion.version, TorchVmafMotion.version)
         # Decoding releases the GIL: several clips in flight keep the cores busy. With
         # many decoders the per-frame Python (motion, queues) contends for the GIL; worker
         # processes avoid that (spawned: the parent may hold a CUDA context). They get the
@@ -270,9 +258,11 @@ class ScoreStage(Stage[ClipRecord]):
             self._preparers = (_preparer(self.aesthetic), _preparer(self.ocr))
             self._pool = ProcessPoolExecutor(max_workers=max(1, sc.decode_workers),
                                              mp_context=multiprocessing.get_context("spawn"),
-                                             initializer=_init_decode_process, initargs=self._preparers)
+                                             initializer=partial(_init_decode_process,
+                                                                 motion_factory=self._motion_factory),
+                                             initargs=self._preparers)
             # start every worker now (spawn, imports, CUDA context), not while the first clips wait
-            wait([self._pool.submit(_warm_worker, self._motion_factory) for _ in range(max(1, sc.decode_workers))])
+            wait([self._pool.submit(os.getpid) for _ in range(max(1, sc.decode_workers))])
         else:
             self._pool = ThreadPoolExecutor(max_workers=max(1, sc.decode_workers), thread_name_prefix="score")
         # Plan the GPU models' batch shapes now (a no-op on CPU), not on the first clips.
@@ -400,7 +390,7 @@ class ScoreStage(Stage[ClipRecord]):
 
     def record(self, clip: ClipRecord, m: ClipMeasures, aesthetic: float, ocr: float) -> ScoreRecord:
         f = self.cfg.filters
-        lum = m.luminance if m.luminance is not None else luminance_stats(m.sampled_rgb)
+        lum = m.luminance
         lum_ok, lum_why = luminance_passes(lum.mean, f.luminance_min, f.luminance_max)
         mot_ok, mot_why = motion_passes(m.motion, f.motion_min, f.motion_max)
         fields: dict[str, Any] = {}

@@ -72,11 +72,18 @@ def create_table_sql(model: type[Record], database: str) -> str:
 
 def all_ddl(database: str) -> list[str]:
     """Every statement that creates the warehouse: database, tables, then views."""
-    stmts = [f"CREATE DATABASE IF NOT EXISTS {database}"]
-    stmts += [create_table_sql(m, database) for m in RECORD_TYPES]
+    return table_ddl(database) + view_ddl(database)
+
+
+def table_ddl(database: str) -> list[str]:
+    """The database and one table per record type."""
+    return [f"CREATE DATABASE IF NOT EXISTS {database}"] + [create_table_sql(m, database) for m in RECORD_TYPES]
+
+
+def view_ddl(database: str) -> list[str]:
+    """The views and derived tables of ``schemas/views.sql`` (they read the record tables)."""
     text = VIEWS_SQL.read_text().replace("{db}", database)
-    stmts += [s.strip() for s in text.split(";") if s.strip() and not _only_comments(s)]
-    return stmts
+    return [s.strip() for s in text.split(";") if s.strip() and not _only_comments(s)]
 
 
 def _only_comments(stmt: str) -> bool:

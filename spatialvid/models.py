@@ -154,13 +154,17 @@ _REGISTRY: dict[str, ModelSpec] = {}
 
 
 def resolve_device(device: str, setting: str = "scoring.device") -> str:
-    """A model's torch device: ``auto`` (or "") -> ``cuda`` when torch sees one, else ``cpu``;
-    an explicit CUDA device must exist (``setting`` names the option to change)."""
-    import torch
-
+    """A model's torch device: ``auto`` (or "") -> ``cuda`` when torch sees one, else ``cpu``
+    (also when torch is not installed); an explicit CUDA device must exist (``setting``
+    names the option to change)."""
+    try:
+        import torch
+    except ImportError:
+        torch = None  # type: ignore[assignment]
+    cuda = torch is not None and torch.cuda.is_available()
     if device in ("", "auto"):
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
+        return "cuda" if cuda else "cpu"
+    if device.startswith("cuda") and not cuda:
         raise RuntimeError(f"device {device!r} requested but torch sees no CUDA device; set {setting} = 'cpu'")
     return device
 

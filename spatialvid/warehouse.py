@@ -24,7 +24,7 @@ import clickhouse_connect
 from clickhouse_connect.driver.client import Client
 
 from .config import Config
-from spatialvid.schemas.ddl import all_ddl, columns
+from spatialvid.schemas.ddl import columns, table_ddl, view_ddl
 from spatialvid.schemas.records import RECORD_TYPES
 
 log = logging.getLogger(__name__)
@@ -61,9 +61,7 @@ def init_schema(client: Client, cfg: Config) -> None:
     record versions brought to tables an older version created (fields are only ever added)."""
     db = cfg.warehouse.database
     _drop_old_clip_latest(client, db)
-    stmts = all_ddl(db)
-    tables = 1 + len(RECORD_TYPES)  # the database and the record tables come first, then the views
-    for stmt in stmts[:tables]:
+    for stmt in table_ddl(db):
         client.command(stmt)
     have = {(t, c) for t, c in client.query(
         "SELECT table, name FROM system.columns WHERE database = {db:String}", parameters={"db": db}).result_rows}
@@ -72,7 +70,7 @@ def init_schema(client: Client, cfg: Config) -> None:
             if (model.table, name) not in have:
                 log.info("warehouse: adding column %s.%s (%s), new in this record version", model.table, name, ctype)
                 client.command(f"ALTER TABLE {db}.{model.table} ADD COLUMN IF NOT EXISTS `{name}` {ctype}")
-    for stmt in stmts[tables:]:  # the views may read the added columns
+    for stmt in view_ddl(db):  # the views may read the added columns
         client.command(stmt)
 
 

@@ -187,13 +187,17 @@ class _DinoV2(nn.Module):
             return self.pos_embed
         pos = self.pos_embed.float()
         side = math.sqrt(n)
-        # DINOv2's resampling: bicubic by a scale factor with its 0.1 offset (kept so the
-        # checkpoints see the positional code they were trained with).
-        sy, sx = (h // self.patch_size + 0.1) / side, (w // self.patch_size + 0.1) / side
         grid = pos[:, 1:].reshape(1, int(side), int(side), -1).permute(0, 3, 1, 2)
-        grid = F.interpolate(grid, scale_factor=(sy, sx), mode="bicubic", antialias=False)
+        grid = self._resample(grid, h // self.patch_size, w // self.patch_size, side)
         grid = grid.permute(0, 2, 3, 1).reshape(1, -1, pos.shape[-1])
         return torch.cat([pos[:, :1], grid], dim=1).to(self.pos_embed.dtype)
+
+    @staticmethod
+    def _resample(grid: torch.Tensor, h0: int, w0: int, side: float) -> torch.Tensor:
+        """DINOv2's resampling: bicubic by a scale factor with its 0.1 offset (kept so the
+        checkpoints see the positional code they were trained with)."""
+        return F.interpolate(grid, scale_factor=((h0 + 0.1) / side, (w0 + 0.1) / side), mode="bicubic",
+                             antialias=False)
 
     def intermediate(self, x: torch.Tensor, layers: Sequence[int]) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Normalised (patch tokens, class token) after each block in ``layers``."""

@@ -176,20 +176,13 @@ class _Encoder(_DinoV2):
         # the block (0-based) whose output stands for each stage: stacking "last" or "first"
         self.taps = [e - 1 if cfg.stacking_fn == "last" else s for s, e in zip(starts, cfg.output_idx)]
 
-    def _pos_embed(self, num_patches: int, h: int, w: int) -> torch.Tensor:
-        n = self.pos_embed.shape[1] - 1
-        if num_patches == n and h == w:
-            return self.pos_embed
-        pos = self.pos_embed.float()
-        side = math.sqrt(n)
-        h0, w0 = h // self.patch_size, w // self.patch_size
-        grid = pos[:, 1:].reshape(1, int(side), int(side), -1).permute(0, 3, 1, 2)
+    @staticmethod
+    def _resample(grid: torch.Tensor, h0: int, w0: int, side: float) -> torch.Tensor:
         # UniDepth: scale_factor int(h0 + offset) / sqrt(N), i.e. no offset in effect
         out = F.interpolate(grid, scale_factor=(h0 / side, w0 / side), mode="bicubic", antialias=False)
         if tuple(out.shape[-2:]) != (h0, w0):  # float rounding of the output size: the same map by size
             out = F.interpolate(grid, size=(h0, w0), mode="bicubic", antialias=False)
-        out = out.permute(0, 2, 3, 1).reshape(1, -1, pos.shape[-1])
-        return torch.cat([pos[:, :1], out], dim=1).to(self.pos_embed.dtype)
+        return out
 
     def forward(self, x: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """Stage features ``(B, h, w, D)`` and class tokens ``(B, 1, D)``, normalised when ``use_norm``."""

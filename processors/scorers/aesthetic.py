@@ -37,7 +37,7 @@ from torch import nn
 
 from spatialvid.models import resolve_device
 
-from .ocr import bucket, bucket_sizes, capture_cuda_graph, pad_to_bucket
+from .ocr import bucket, bucket_sizes, capture_cuda_graph
 
 CLIP_MEAN = np.array([0.48145466, 0.4578275, 0.40821073], np.float32)
 CLIP_STD = np.array([0.26862954, 0.26130258, 0.27577711], np.float32)
@@ -271,10 +271,7 @@ class LaionAesthetic:
         out = []
         for i in range(0, len(prepared), self.batch_size):
             x = torch.from_numpy(np.stack(prepared[i:i + self.batch_size]))
-            n = len(x)
-            if self.device.startswith("cuda"):
-                x = pad_to_bucket(x.pin_memory().to(self.device, non_blocking=True), self.batch_size)
-            out.append(F.normalize(self.vit(self._input(x))[:n].float(), p=2, dim=-1))
+            out.append(F.normalize(self.vit(self._input(x)).float(), p=2, dim=-1))
         return torch.cat(out)
 
     def warmup(self, example: np.ndarray) -> None:

@@ -49,6 +49,7 @@ swscale expands limited-range luma to full range on the way to gray (about x255/
 from __future__ import annotations
 
 import contextlib
+import threading
 from typing import Any, ClassVar, Iterable
 
 import cv2
@@ -128,9 +129,7 @@ class VmafMotion:
     # -- internals -------------------------------------------------------------
 
     def _score(self, sad: float) -> float:
-        h, w = self._shape  # type: ignore[misc]
-        # libvmaf: (float)(sad / 256.) / (w * h)
-        return float(np.float32(sad / 256.0)) / (w * h)
+        return sad_motion(sad, *self._shape)  # type: ignore[misc]
 
     def _blur(self, luma: np.ndarray) -> np.ndarray:
         """Blurred frame, int16, in 1/256 luma units offset by -32768."""
@@ -188,15 +187,10 @@ class TorchVmafMotion:
 
     version: ClassVar[str] = "vmaf-motion2-v1-torch"
     inline = True  # push() is a memcpy: no motion thread needed
-    _local: ClassVar[Any] = None
 
     def __init__(self, device: str = "cuda", batch: int = 16, fused: bool | None = None) -> None:
-        import threading
-
         import torch
 
-        if TorchVmafMotion._local is None:
-            TorchVmafMotion._local = threading.local()
         self.torch, self.device, self.batch = torch, torch.device(device), max(1, batch)
         #: the fused Triton kernels (CUDA only; None = whenever Triton imports)
         self._fused = _triton_motion() if self.device.type == "cuda" and fused is not False else None
@@ -210,7 +204,7 @@ class TorchVmafMotion:
 
     # -- per-thread buffers ----------------------------------------------------
     def _buffers(self, h: int, w: int) -> dict[str, Any]:
-        torch, cache = self.torch, TorchVmafMotion._local.__dict__
+        torch, cache = self.torch, _BUFFERS.__dict__
         key = (str(self.device), h, w, self.batch, self._fused is not None)
         if key not in cache:
             cuda = self.device.type == "cuda"
@@ -222,7 +216,6 @@ class TorchVmafMotion:
                 "slot": 0,
                 "stream": torch.cuda.Stream(self.device) if cuda else None,
                 "rows": torch.from_numpy(rows).to(self.device), "cols": torch.from_numpy(cols).to(self.device),
-                "ty": [int(t) for t in VMAF_TAPS], "tx": [int(t) for t in VMAF_TAPS],
                 # fused path: blurred frames, slot 0 holding the previous flush's last one
                 "blurred": torch.empty((self.batch + 1, h, w), dtype=torch.int32, device=self.device)
                 if self._fused is not None else None,
@@ -248,9 +241,9 @@ class TorchVmafMotion:
         torch, buf = self.torch, self._buf
         h, w = self._shape  # type: ignore[misc]
         p = x.index_select(1, buf["rows"]).to(torch.int32)  # (k, H+4, W) libvmaf mirror
-        v = sum(t * p[:, j:j + h] for j, t in enumerate(buf["ty"]))  # exact: < 2**24
+        v = sum(t * p[:, j:j + h] for j, t in enumerate(VMAF_TAPS))  # exact: < 2**24
         v = v.index_select(2, buf["cols"]).to(torch.int64)  # (k, H, W+4)
-        s = sum(t * v[:, :, i:i + w] for i, t in enumerate(buf["tx"]))  # exact: < 2**40, units of 2**-24 / 256
+        s = sum(t * v[:, :, i:i + w] for i, t in enumerate(VMAF_TAPS))  # exact: < 2**40, units of 2**-24 / 256
         q = s >> 24
         r = s & ((1 << 24) - 1)
         half = 1 << 23
@@ -312,8 +305,9 @@ class TorchVmafMotion:
         h, w = self._shape  # type: ignore[misc]
         return motion2([0.0] + [sad_motion(float(s), h, w) for s in sads])
 
-    def mean(self) -> float:
-        return float(self.per_frame().mean()) if self._count else float("nan")
+
+#: TorchVmafMotion's host and device buffers, per thread (pinned allocation synchronises the GPU)
+_BUFFERS = threading.local()
 
 
 def _triton_motion() -> Any:

@@ -12,7 +12,7 @@ previous blurred frame. Same integers as the torch path, bit for bit
 (``tests/test_score_stage.py::test_triton_blur_equals_the_torch_blur``, CUDA only).
 
 Imported only when a CUDA device and Triton are there (Triton ships with PyTorch's CUDA
-builds); :func:`available` says whether it can be used.
+builds): ``motion._triton_motion`` returns this module, or None without Triton.
 """
 
 from __future__ import annotations

@@ -33,7 +33,7 @@ import time
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from functools import lru_cache, partial
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Sequence
 
 import cv2
 import numpy as np
@@ -164,16 +164,13 @@ _POST_OP: Any = None  # rapidocr's DBPostProcess, in a post-processing worker pr
 
 def _init_post_process(op: Any) -> None:
     global _POST_OP
-    import cv2
-
     cv2.setNumThreads(1)
     _POST_OP = op
 
 
 def _post_in_process(maps: np.ndarray, shapes: Sequence[tuple[int, int]]) -> tuple[list[float], float]:
     """A worker process's share of one model call: (ratios, seconds spent)."""
-    t = time.perf_counter()
-    return post_ratios(_POST_OP, maps, shapes), time.perf_counter() - t
+    return _post_in_thread(_POST_OP, maps, shapes)
 
 
 def _post_in_thread(op: Any, maps: np.ndarray, shapes: Sequence[tuple[int, int]]) -> tuple[list[float], float]:
@@ -267,10 +264,6 @@ class RapidOcrDetector:
         """The detector's output (N x 1 x H x W) for one stacked batch."""
         return self.det.session(batch)
 
-    def _map(self, fn: Callable[[int], Any], items: range) -> Iterable[Any]:
-        """Runs the per-frame post-processing (here in order, on this thread)."""
-        return map(fn, items)
-
     def boxes(self, prepared: Sequence[tuple[tuple[int, int], np.ndarray]]) -> list[np.ndarray]:
         """Text polygons per prepared frame, in that frame's pixel coordinates.
 
@@ -286,11 +279,9 @@ class RapidOcrDetector:
             for s in range(0, len(idx), step):
                 part = idx[s:s + step]
                 pred, cand = self._detect([prepared[i][1] for i in part])
-                found = self._map(lambda j: self.det.postprocess_op(np.asarray(pred[j:j + 1], np.float32),
-                                                                     prepared[part[cand[j]]][0])[0],
-                                  range(len(cand)))
-                for j, f in zip(cand, found):
-                    out[part[j]] = np.asarray(f, np.float64).reshape(-1, 4, 2)
+                for j, i in enumerate(cand):
+                    found = self.det.postprocess_op(np.asarray(pred[j:j + 1], np.float32), prepared[part[i]][0])[0]
+                    out[part[i]] = np.asarray(found, np.float64).reshape(-1, 4, 2)
         return out
 
     def _detect(self, inputs: list[np.ndarray]) -> tuple[np.ndarray, list[int]]:
@@ -623,11 +614,6 @@ class TorchOcrDetector(RapidOcrDetector):
                 self._detect([example[1]] * b)
         self._post_pool()  # start the post-processing workers now, not on the first clips
 
-    def _map(self, fn: Callable[[int], Any], items: range) -> Iterable[Any]:
-        # DB post-processing is per frame and CPU-bound (contours, unclip): a few
-        # threads keep it off the GPU's critical path. Same function, same values.
-        return self._post.map(fn, items)
-
 
 def build_rapidocr(files: dict[str, Path], version: str = "", threads: int = 2, device: str = "auto",
                    half: bool = True, batch_size: int = 32, post_processes: int | None = None,
@@ -638,21 +624,13 @@ def build_rapidocr(files: dict[str, Path], version: str = "", threads: int = 2, 
     runs on torch (:class:`TorchOcrDetector`); otherwise on onnxruntime's CPU provider,
     as before. ``device="torch-cpu"`` runs the torch path on the CPU in float32 (tests).
     """
-    from spatialvid.models import get_model_spec
+    from spatialvid.models import get_model_spec, resolve_device
 
     version = version or get_model_spec("rapidocr-ppocrv6-det").version
     path = files[DET_FILE]
     if device == "torch-cpu":
         return TorchOcrDetector(path, version, "cpu", False, batch_size, threads, post_processes=post_processes)
-    if device in ("", "auto") or device.startswith("cuda"):
-        try:
-            import torch
-        except ImportError:
-            torch = None  # type: ignore[assignment]
-        if torch is not None and torch.cuda.is_available():
-            return TorchOcrDetector(path, version, "cuda" if device in ("", "auto") else device, half, batch_size,
-                                    threads, post_processes=post_processes)
-        if device.startswith("cuda"):
-            raise RuntimeError(f"device {device!r} requested but torch sees no CUDA device; "
-                               "set scoring.device = 'cpu'")
+    device = resolve_device(device)  # an explicit CUDA device that is not there fails here
+    if device.startswith("cuda"):
+        return TorchOcrDetector(path, version, device, half, batch_size, threads, post_processes=post_processes)
     return RapidOcrDetector(path, version, threads)
