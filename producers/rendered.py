@@ -289,12 +289,6 @@ class RenderedClip:
     frame_indexes: NDArray[np.int64]
     fps: float
 
-    @property
-    def centers(self) -> NDArray[np.float64]:
-        from spatialvid.processors.geometry.poses import camera_centers
-
-        return camera_centers(self.poses)
-
 
 def _sample(tex: NDArray[np.uint8], x: NDArray[np.float32], y: NDArray[np.float32]) -> NDArray[np.uint8]:
     """Bilinear, wrapping texture lookup at texel coordinates ``x, y`` (1-D) -> ``(N, 3)``."""

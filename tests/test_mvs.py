@@ -131,13 +131,13 @@ def test_annotate_stage_fills_the_depth_and_names_the_method(tmp_path: Path) -> 
     stage.dense_depth = True
     res = GeometryResult("colmap", "test", True, "", "metres", clip.frame_indexes, clip.poses, clip.intrinsics,
                          np.ones(len(clip.poses), bool), len(clip.poses), W, H, extras={"sparse_depth": sparse})
-    stage._dense_depth(clip.frames, clip.frame_indexes, res)
+    stage._dense_depth(clip.frames, res)  # every sampled frame registered: all kept
     assert res.depth is not None and res.extras["dense_depth_method"].startswith("planesweep")
     from spatialvid.schemas.records import ScoreRecord
 
     score = ScoreRecord(clip_id="orbit_0", video_id="orbit", model_id="t", model_version="1", passed=True,
                         uri="x.mp4", frame_start=0, frame_end=40, fps=10.0)
-    out = stage._artifacts(score, clip.frames, clip.frame_indexes, res)
+    out = stage._artifacts(score, clip.frames, res)
     assert out["depth_model"].startswith("planesweep") and "plane-sweep" in out["depth_alignment"]
     from spatialvid.processors.geometry.annotate import release_group
     from spatialvid.sinks.release import release_paths

@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from .metrics import move_distance
 from .poses import camera_centers, poses7_to_c2w
 
 __all__ = ["umeyama", "TrajectoryError", "trajectory_error", "scale_invariant_depth_error", "path_length"]
@@ -41,12 +42,6 @@ def umeyama(src: ArrayLike, dst: ArrayLike) -> tuple[float, NDArray[np.float64],
     s = float(np.trace(np.diag(D) @ S) / var) if var > 0 else 1.0
     t = my - s * R @ mx
     return s, R, t
-
-
-def path_length(centers: ArrayLike) -> float:
-    """Sum of the distances between consecutive camera centres."""
-    c = np.asarray(centers, dtype=np.float64)
-    return float(np.linalg.norm(np.diff(c, axis=0), axis=1).sum()) if len(c) > 1 else 0.0
 
 
 @dataclass(frozen=True)
@@ -85,7 +80,7 @@ def trajectory_error(est_poses: ArrayLike, gt_poses: ArrayLike) -> TrajectoryErr
     rel = np.einsum("nji,jk,nkl->nil", Rg, Ro, Re)  # Rg^T Ro Re: identity when perfect
     cos = np.clip((np.trace(rel, axis1=1, axis2=2) - 1.0) / 2.0, -1.0, 1.0)
     ang = np.degrees(np.arccos(cos))
-    length = path_length(cg)
+    length = float(move_distance(cg))
     return TrajectoryError(ate=ate, ate_pct=100.0 * ate / length if length > 0 else float("inf"),
                            rot_median_deg=float(np.median(ang)), rot_max_deg=float(ang.max()),
                            path_length=length, scale=s, num_frames=len(est))

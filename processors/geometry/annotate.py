@@ -35,7 +35,7 @@ from spatialvid.runtime import Resources, Result, Stage, register_stage
 from spatialvid.schemas.records import AnnotationRecord, ScoreRecord
 from spatialvid.sinks.release import ClipAnnotations, release_paths, write_clip_annotations
 
-from ..frames import iter_frames
+from ..frames import iter_frames, to_rgb
 from .backends.base import GeometryBackend, GeometryResult, get_backend, sample_step
 from .backends.colmap import ColmapOptions
 from .instructions import instruction_summary, motion_instructions
@@ -87,7 +87,7 @@ def sample_clip(score: ScoreRecord, cfg: AnnotateConfig) -> tuple[NDArray[np.uin
     frames, idx = [], []
     for i, frame in iter_frames(uri, start, end):
         if i in want:
-            img = frame.to_ndarray(format="rgb24")
+            img = to_rgb(frame, frame.width, frame.height)
             h, w = img.shape[:2]
             s = cfg.max_side / max(h, w)
             if s < 1.0:
@@ -176,22 +176,23 @@ class AnnotateStage(Stage[ScoreRecord]):
         a = self.cfg.annotate
         frames, idx = sample_clip(score, a)
         res = self.backend.estimate(frames, idx)
+        kept = frames[np.isin(idx, res.frame_indexes)]  # the frames the backend registered
         if res.success and res.depth is None and self.depth is None and self.dense_depth:
-            self._dense_depth(frames, idx, res)
+            self._dense_depth(kept, res)
         base = dict(clip_id=score.clip_id, video_id=score.video_id, model_id=res.backend, model_version=res.version,
                     registered_share=res.registered_share, num_sampled=res.num_sampled,
                     scale_convention=res.scale_convention)
         if not res.success:
             return AnnotationRecord(success=False, failure_reason=res.reason, **base)
-        return AnnotationRecord(success=True, **base, **self._artifacts(score, frames, idx, res))
+        return AnnotationRecord(success=True, **base, **self._artifacts(score, kept, res))
 
-    def _dense_depth(self, frames: NDArray[np.uint8], idx: NDArray[np.int64], res: GeometryResult) -> None:
-        """Fill ``res.depth`` by plane-sweep stereo on the backend's poses (``mvs.py``); a clip
-        without a valid pixel (no baseline, no sparse points) keeps no depth."""
+    def _dense_depth(self, kept: NDArray[np.uint8], res: GeometryResult) -> None:
+        """Fill ``res.depth`` by plane-sweep stereo on the backend's poses (``mvs.py``) from the
+        registered frames ``kept``; a clip without a valid pixel (no baseline, no sparse
+        points) keeps no depth."""
         from .mvs import MvsOptions, plane_sweep_depth
 
         a = self.cfg.annotate
-        kept = frames[np.isin(idx, res.frame_indexes)]
         mvs = plane_sweep_depth(kept, res.poses, res.intrinsics, res.extras.get("sparse_depth"),
                                 MvsOptions(max_side=a.dense_depth_side, device=a.device,
                                            threads=max(0, a.threads)))
@@ -202,10 +203,8 @@ class AnnotateStage(Stage[ScoreRecord]):
         log.info("annotate: dense depth of %d frames in %.1f s (%s), valid share %.2f", len(kept), mvs.seconds,
                  mvs.device, float(mvs.valid_share.mean()))
 
-    def _artifacts(self, score: ScoreRecord, frames: NDArray[np.uint8], idx: NDArray[np.int64],
-                   res: GeometryResult) -> dict[str, Any]:
+    def _artifacts(self, score: ScoreRecord, kept: NDArray[np.uint8], res: GeometryResult) -> dict[str, Any]:
         a = self.cfg.annotate
-        kept = frames[np.isin(idx, res.frame_indexes)]
         metrics = trajectory_metrics(res.poses)
         instructions = motion_instructions(res.poses, move_dist=metrics.move_dist)
         steps = instruction_summary(instructions)

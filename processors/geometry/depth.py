@@ -474,17 +474,27 @@ class UniDepth(DepthEstimator):
 
     @torch.inference_mode()
     def predict(self, frames: NDArray[np.uint8]) -> DepthPrediction:
-        frames = np.asarray(frames)
-        if frames.ndim != 4 or frames.shape[-1] != 3:
-            raise ValueError(f"frames: expected (N, H, W, 3) RGB, got {frames.shape}")
-        depths, Ks = [], []
-        for i in range(0, len(frames), self.batch_size):
-            rgb = torch.from_numpy(np.ascontiguousarray(frames[i:i + self.batch_size])).permute(0, 3, 1, 2)
-            out = self.model.infer(rgb.to(self.device))  # uint8-range RGB in, its own normalisation
-            depths.append(out["depth"].reshape(rgb.shape[0], *frames.shape[1:3]).float().cpu().numpy())
-            K = out["intrinsics"].reshape(rgb.shape[0], 3, 3).double().cpu().numpy()
-            Ks.append(np.stack([K[:, 0, 0], K[:, 1, 1], K[:, 0, 2], K[:, 1, 2]], axis=1))
-        return DepthPrediction(np.concatenate(depths).astype(np.float32), "metric", np.concatenate(Ks))
+        return predict_metric(self.model.infer, frames, self.batch_size, self.device)
+
+
+def predict_metric(infer: Any, frames: NDArray[np.uint8], batch_size: int, device: str) -> DepthPrediction:
+    """Metric depth and ``[fx, fy, cx, cy]`` per frame from a UniDepth-style ``infer``
+    (uint8-range RGB ``(B, 3, H, W)`` in, its own normalisation; ``depth`` at the input size
+    and ``intrinsics (B, 3, 3)`` out), ``batch_size`` frames at a time."""
+    frames = np.asarray(frames)
+    if frames.ndim != 4 or frames.shape[-1] != 3:
+        raise ValueError(f"frames: expected (N, H, W, 3) RGB, got {frames.shape}")
+    h, w = frames.shape[1:3]
+    depths, Ks = [], []
+    for i in range(0, len(frames), batch_size):
+        rgb = torch.from_numpy(np.ascontiguousarray(frames[i:i + batch_size])).permute(0, 3, 1, 2)
+        out = infer(rgb.to(device))
+        depths.append(out["depth"].reshape(rgb.shape[0], h, w).float().cpu().numpy())
+        K = out["intrinsics"].reshape(rgb.shape[0], 3, 3).double().cpu().numpy()
+        Ks.append(np.stack([K[:, 0, 0], K[:, 1, 1], K[:, 0, 2], K[:, 1, 2]], axis=1))
+    if not depths:
+        return DepthPrediction(np.zeros((0, h, w), np.float32), "metric", np.zeros((0, 4)))
+    return DepthPrediction(np.concatenate(depths).astype(np.float32), "metric", np.concatenate(Ks))
 
 
 # --------------------------------------------------------------------------- alignment

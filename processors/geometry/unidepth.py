@@ -49,7 +49,7 @@ from torch import nn
 
 from spatialvid.models import resolve_device
 
-from .depth import DAV2Config, DepthEstimator, DepthPrediction, _DinoV2, _LayerScale, layout_mismatch
+from .depth import DAV2Config, DepthEstimator, DepthPrediction, _DinoV2, _LayerScale, layout_mismatch, predict_metric
 
 __all__ = [
     "DINOV2_ARCHS",
@@ -618,17 +618,4 @@ class UniDepthV2(DepthEstimator):
 
     @torch.inference_mode()
     def predict(self, frames: NDArray[np.uint8]) -> DepthPrediction:
-        frames = np.asarray(frames)
-        if frames.ndim != 4 or frames.shape[-1] != 3:
-            raise ValueError(f"frames: expected (N, H, W, 3) RGB, got {frames.shape}")
-        h, w = frames.shape[1:3]
-        depths, Ks = [], []
-        for i in range(0, len(frames), self.batch_size):
-            rgb = torch.from_numpy(np.ascontiguousarray(frames[i:i + self.batch_size])).permute(0, 3, 1, 2)
-            out = self.infer(rgb.to(self.device))
-            depths.append(out["depth"][:, 0].cpu().numpy())
-            K = out["intrinsics"].double().cpu().numpy()
-            Ks.append(np.stack([K[:, 0, 0], K[:, 1, 1], K[:, 0, 2], K[:, 1, 2]], axis=1))
-        if not depths:
-            return DepthPrediction(np.zeros((0, h, w), np.float32), "metric", np.zeros((0, 4)))
-        return DepthPrediction(np.concatenate(depths).astype(np.float32), "metric", np.concatenate(Ks))
+        return predict_metric(self.infer, frames, self.batch_size, self.device)

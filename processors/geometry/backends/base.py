@@ -53,7 +53,6 @@ __all__ = [
     "rebase_to_first",
     "baseline_ratio",
     "self_calibrate_focal",
-    "estimate_focal",
     "survey_pairs",
     "PairSurvey",
 ]
@@ -116,8 +115,6 @@ class GeometryBackend(ABC):
     name: ClassVar[str]
     #: How the backend's translations are scaled, in words (SPEC.md §3 "Scale").
     scale_convention: ClassVar[str]
-    #: Whether it needs a GPU.
-    needs_gpu: ClassVar[bool] = False
 
     @abstractmethod
     def version(self) -> str:
@@ -341,7 +338,3 @@ def survey_pairs(frames: NDArray[np.uint8], max_pairs: int = 12, work_width: int
     f = self_calibrate_focal(Fs, wts, size[0], size[1])
     return PairSurvey(None if f is None else f / s, float(np.median(shares)) if shares else 1.0, len(Fs))
 
-
-def estimate_focal(frames: NDArray[np.uint8], max_pairs: int = 12, work_width: int = 640) -> float | None:
-    """Self-calibrated focal length (pixels of ``frames``), or None: :func:`survey_pairs`'s focal."""
-    return survey_pairs(frames, max_pairs, work_width).focal

@@ -62,7 +62,7 @@ class ColmapOptions:
     max_gap: int = 2  # interpolate at most this many consecutive unregistered frames
     min_baseline: float = 0.02  # camera extent / median scene depth below this: no baseline
     min_features: int = 300  # median SIFT features per frame below this: textureless (720p flat walls: ~95)
-    self_calibrate: bool = True  # focal prior by self-calibration (base.estimate_focal)
+    self_calibrate: bool = True  # focal prior by self-calibration (base.survey_pairs)
     init_max_forward_motion: float = 1.0  # COLMAP's default is 0.95
     max_homography_share: float = 0.9  # pairs a homography explains this well: no parallax
     init_min_tri_angle: float = 4.0  # degrees; COLMAP's default is 16
@@ -298,7 +298,6 @@ class ColmapBackend(GeometryBackend):
         poses = np.zeros((n, 7))
         poses[:, 6] = 1.0
         registered = np.zeros(n, bool)
-        depths: list[NDArray[np.float64]] = []
         uvz: dict[int, NDArray[np.float64]] = {}  # per frame: pixel u, v and depth of its points
         xyz = {pid: p.xyz for pid, p in rec.points3D.items()}
         cam = None
@@ -316,14 +315,13 @@ class ColmapBackend(GeometryBackend):
             if seen:
                 P = np.array([xyz[p.point3D_id] for p in seen])
                 z = P @ M[:, :3].T[:, 2] + M[2, 3]
-                depths.append(z[z > 0])
                 uvz[i] = np.column_stack([np.array([p.xy for p in seen]), z])[z > 0]
         nreg = int(registered.sum())
         share = nreg / n
         if share < o.min_registered_share:
             return fail(f"only {nreg} of {n} frames registered ({share:.0%} < {o.min_registered_share:.0%})", nreg)
         poses, keep = fill_gaps(poses, registered, o.max_gap)
-        scene_depth = float(np.median(np.concatenate(depths))) if depths else float("nan")
+        scene_depth = float(np.median(np.concatenate([a[:, 2] for a in uvz.values()]))) if uvz else float("nan")
         if not np.isfinite(scene_depth) or scene_depth <= 0:
             return fail("no triangulated points in front of the cameras", nreg)
         poses = poses[keep]

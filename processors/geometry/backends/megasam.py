@@ -65,7 +65,6 @@ class MegaSamBackend(GeometryBackend):
 
     name = "megasam"
     scale_convention = "MegaSaM: depth aligned to UniDepth metric depth (about metres); world = first annotated camera"
-    needs_gpu = True
 
     def __init__(self, options: Any = None, command: str = "", timeout_s: float = 3600.0) -> None:
         self.command = command
