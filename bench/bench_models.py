@@ -132,6 +132,9 @@ def main() -> None:
     ap.add_argument("--processes", action="store_true",
                     help="decode in worker processes (scoring.decode_processes), baseline measured both ways")
     ap.add_argument("--cpu-motion", action="store_true", help="motion on the decode workers' CPUs, as before")
+    ap.add_argument("--worker-inputs", action="store_true",
+                    help="the models' inputs (CLIP crop, detector resize) made in the decode workers, as before, "
+                         "not on the GPU from the uploaded frames")
     ap.add_argument("--work", default="", help="folder kept between runs (clips, random weights); default: a temp dir")
     ap.add_argument("--ocr-check", action="store_true",
                     help="OCR ratios of this backend vs rapidocr on onnxruntime (CPU) on frames with rendered text")
@@ -177,11 +180,14 @@ def main() -> None:
         stage = ScoreStage(cfg)
         if args.cpu_motion:
             stage.gpu_motion = False
+        if args.worker_inputs:
+            stage.device_inputs = False
         t0 = time.perf_counter()
         stage.setup()
         print(f"stage set up in {time.perf_counter() - t0:.1f}s: {stage.model_id} {stage.model_version} "
               f"(aesthetic on {getattr(stage.aesthetic, 'device', '-')}, OCR on {getattr(stage.ocr, 'device', '-')}, "
-              f"motion on {'GPU' if stage._motion_factory else 'CPU'}; CUDA graphs: aesthetic "
+              f"motion on {'GPU' if stage._motion_factory else 'CPU'}, model inputs made "
+              f"{'on the device' if stage._device_inputs else 'in the decode workers'}; CUDA graphs: aesthetic "
               f"{getattr(stage.aesthetic, 'graphs', '-')}, OCR {getattr(stage.ocr, 'graphs', '-')})")
         if args.post_processes is not None and hasattr(stage.ocr, "post_processes"):
             stage.ocr.close()
@@ -236,6 +242,7 @@ def main() -> None:
             stage.ocr.gated = [0, 0]
         if hasattr(stage.ocr, "post_stats"):
             stage.ocr.post_stats = [0, 0.0]
+        timed(stage, "_inputs", acc, "model inputs (model thread; device: upload, resizes)")
         timed(stage, "launch", acc, "model thread busy in all")
         passes = []
         for _ in range(reps):
@@ -296,10 +303,10 @@ def main() -> None:
 
         # model-only throughput and batch independence, on the sampled frames of the clips
         prepared = [stage.prepare(c) for c in clips[: min(len(clips), 11)]]
-        for name, scorer, inputs in (("aesthetic", stage.aesthetic, [x for p in prepared for x in p.aesthetic_inputs]),
-                                     ("ocr", stage.ocr, [x for p in prepared for x in p.ocr_inputs])):
+        for name, scorer in (("aesthetic", stage.aesthetic), ("ocr", stage.ocr)):
             if scorer is None:
                 continue
+            inputs = [scorer.prepare(f) for p in prepared for f in p.measures.sampled_rgb]
             t0 = time.perf_counter()
             batched = scorer.score(inputs)
             dt = time.perf_counter() - t0
@@ -346,9 +353,10 @@ def profile(stage: ScoreStage, clip: ClipRecord) -> None:
     for name, s in (("aesthetic", stage.aesthetic), ("ocr", stage.ocr)):
         if s is not None:
             line += f"; {name} prepare x3 {best(lambda: [s.prepare(f) for f in m.sampled_rgb]):.1f} ms"
-    preparers = (_preparer(stage.aesthetic), _preparer(stage.ocr))
-    p = prepare_clip(clip, 640, 360, 1, *preparers, stage._motion_factory, False)
-    line += (f"; whole worker task {best(lambda: prepare_clip(clip, 640, 360, 1, *preparers, stage._motion_factory, False)):.0f} ms"
+    preparers = stage._preparers or (_preparer(stage.aesthetic), _preparer(stage.ocr))
+    task = partial(prepare_clip, clip, 640, 360, 1, *preparers, stage._motion_factory, stage._device_inputs)
+    p = task()
+    line += (f"; whole worker task {best(task):.0f} ms"
              f"; its result {len(pickle.dumps(p)) / 1e6:.1f} MB, pickled and back {best(lambda: pickle.loads(pickle.dumps(p))):.1f} ms")
     print(line)
 

@@ -24,6 +24,7 @@ export PYTHONPATH="$work/site:$work/pkg" PYTHONUNBUFFERED=1
 nproc; nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
 python3 -c "import torch; print('torch', torch.__version__, 'CUDA', torch.cuda.is_available())"
 cd "$root"
-python3 -m pytest -q -p no:cacheprovider tests/test_score_stage.py tests/test_aesthetic.py -k "cuda or triton" -rs
+python3 -m pytest -q -p no:cacheprovider tests/test_score_stage.py tests/test_aesthetic.py tests/test_resample.py \
+    tests/test_score_models.py -k "cuda or triton" -rs
 python3 bench/bench_models.py --backend laion --clips 48 --seconds 4 --workers 16 --ocr-threads 4 \
     --batch 48 --processes --repeat 3 --baseline-workers 14 --work "$work/bench" --profile "$@"

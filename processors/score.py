@@ -10,12 +10,14 @@ corrupt weights stop the worker at start-up with what to do.
 Batching and overlap: the clips of a micro-batch are decoded on a thread pool
 (``scoring.decode_workers``), or in worker processes with ``scoring.decode_processes``
 (no GIL contention between decoders; bench/bench_models.py measured 1.8x on 16 cores);
-each worker also does the per-frame CPU preparation of the model inputs (CLIP's
-resize/crop, BRISQUE's features, the detector's resize). On CUDA the OCR detector runs
-on torch (``scorers/ocr.py``) and the GPU models pad their batches to a few fixed
-shapes, captured as CUDA graphs in :meth:`ScoreStage.setup`; they take uint8 inputs and
-normalise on the GPU, and motion's blur and SAD run there too (``TorchVmafMotion``:
-the decode workers only copy each luma plane into a pinned buffer).
+on the CPU each worker also prepares the model inputs (CLIP's resize/crop, BRISQUE's
+features, the detector's resize). On CUDA the OCR detector runs on torch
+(``scorers/ocr.py``) and the GPU models pad their batches to a few fixed shapes, captured
+as CUDA graphs in :meth:`ScoreStage.setup`; the workers send the sampled uint8 frames
+back as they are, and the models' resizes (PIL's bicubic for CLIP, OpenCV's bilinear
+for the detector; the same bytes, ``scorers/resample.py``) and normalisation run on the
+GPU; motion's blur and SAD run there too (``TorchVmafMotion``: the decode workers only
+copy each luma plane into a pinned buffer).
 Whenever clips finish decoding and no model call is in flight, one model thread runs the
 models on the frames of every clip that became ready, in batches of up to
 ``scoring.model_batch`` frames, while the pool goes on decoding the others. On CUDA the
@@ -227,6 +229,9 @@ class ScoreStage(Stage[ClipRecord]):
     resources = Resources(cpus=2.0, gpu_memory_gb=2.0)
     #: motion on the GPU: None = whenever scoring.device resolves to CUDA; False = CPU always
     gpu_motion: bool | None = None
+    #: the models' inputs made on their device from the uploaded frames (``prepare_device``):
+    #: None = whenever every model runs on CUDA; True = whenever every model can; False = never
+    device_inputs: bool | None = None
 
     def setup(self) -> None:
         self.aesthetic, self.ocr = load_scorers(self.cfg)
@@ -246,6 +251,15 @@ class ScoreStage(Stage[ClipRecord]):
         parts.append(("vmaf-motion", motion_version))
         self.model_id = "+".join(p[0] for p in parts)
         self.model_version = "+".join(p[1] for p in parts)
+        # On CUDA the workers send the sampled frames back as they are, and the models'
+        # input resizes run on the GPU (the same bytes, scorers/resample.py): less CPU per
+        # clip, one upload per model call.
+        models = [s for s in (self.aesthetic, self.ocr) if s is not None]
+        able = bool(models) and all(hasattr(s, "prepare_device") for s in models)
+        wanted = (all(str(s.device).startswith("cuda") for s in models) if self.device_inputs is None
+                  else self.device_inputs)
+        self._device_inputs = able and wanted
+        self._upload: dict[str, Any] = {}  # the pinned staging buffer of the frames
         # The decoder threads already use the cores; OpenCV's own pool only adds contention.
         cv2.setNumThreads(1)
         # Decoding releases the GIL: several clips in flight keep the cores busy. With
@@ -255,7 +269,8 @@ class ScoreStage(Stage[ClipRecord]):
         self._preparers: tuple[Any, Any] | None = None
         self._pool: Executor
         if sc.decode_processes:
-            self._preparers = (_preparer(self.aesthetic), _preparer(self.ocr))
+            self._preparers = ((None, None) if self._device_inputs
+                               else (_preparer(self.aesthetic), _preparer(self.ocr)))
             self._pool = ProcessPoolExecutor(max_workers=max(1, sc.decode_workers),
                                              mp_context=multiprocessing.get_context("spawn"),
                                              initializer=partial(_init_decode_process,
@@ -283,16 +298,17 @@ class ScoreStage(Stage[ClipRecord]):
     def prepare(self, clip: ClipRecord) -> PreparedClip:
         """Decode one clip and prepare its model inputs (runs on a pool thread)."""
         sc = self.cfg.scoring
+        here = not getattr(self, "_device_inputs", False)
         return prepare_clip(clip, sc.sample_width, sc.sample_height, decoder_threads(sc),
-                            self.aesthetic.prepare if self.aesthetic else None, self.ocr.prepare if self.ocr else None,
-                            getattr(self, "_motion_factory", None))
+                            self.aesthetic.prepare if self.aesthetic and here else None,
+                            self.ocr.prepare if self.ocr and here else None, getattr(self, "_motion_factory", None))
 
     def _submit(self, clip: ClipRecord) -> Future[PreparedClip]:
         if self._preparers is None:
             return self._pool.submit(self.prepare, clip)
         sc = self.cfg.scoring
         return self._pool.submit(prepare_clip, clip, sc.sample_width, sc.sample_height, decoder_threads(sc),
-                                 *self._preparers, self._motion_factory, False)
+                                 *self._preparers, self._motion_factory, self._device_inputs)
 
     def process_batch(self, items: Sequence[ClipRecord]) -> list[Result]:
         futures: dict[Future[PreparedClip], int] = {self._submit(c): i for i, c in enumerate(items)}
@@ -352,8 +368,7 @@ class ScoreStage(Stage[ClipRecord]):
         overlaps it on the GPU; the detector's DB post-processing is handed to its
         workers (a future of the ratios), so the next call need not wait for it.
         """
-        a_inputs = [p.aesthetic_inputs for _, p in ready]
-        o_inputs = [p.ocr_inputs for _, p in ready]
+        a_inputs, o_inputs = self._inputs(ready)
         collect: Callable[[], np.ndarray] | None = None
         aesthetic = [float("nan")] * len(ready)
         if self.aesthetic is not None:
@@ -372,6 +387,24 @@ class ScoreStage(Stage[ClipRecord]):
         if collect is not None:
             aesthetic = self._reduce(self.aesthetic, a_inputs, collect())
         return Launched(list(ready), aesthetic, o_inputs, ocr)
+
+    def _inputs(self, ready: list[tuple[int, PreparedClip]]) -> tuple[list[list[Any]], list[list[Any]]]:
+        """Each clip's aesthetic and OCR inputs: as the workers prepared them, or (device
+        inputs) made on the GPU from its sampled frames, uploaded in one transfer."""
+        if not self._device_inputs:
+            return [p.aesthetic_inputs for _, p in ready], [p.ocr_inputs for _, p in ready]
+        from .scorers.resample import upload
+
+        counts = [len(p.measures.sampled_rgb) for _, p in ready]
+        device = (self.aesthetic or self.ocr).device
+        frames = upload([f for _, p in ready for f in p.measures.sampled_rgb], device, self._upload)
+
+        def per_clip(scorer: Any) -> list[list[Any]]:
+            flat = scorer.prepare_device(frames) if scorer is not None else [None] * len(frames)
+            bounds = np.cumsum([0, *counts])
+            return [flat[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+
+        return per_clip(self.aesthetic), per_clip(self.ocr)
 
     def finish(self, items: Sequence[ClipRecord], launched: "Launched") -> list[ScoreRecord]:
         """The rows of one model call (its OCR ratios are in)."""

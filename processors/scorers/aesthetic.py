@@ -37,7 +37,8 @@ from torch import nn
 
 from spatialvid.models import resolve_device
 
-from .ocr import bucket, bucket_sizes, capture_cuda_graph
+from .ocr import bucket, bucket_sizes, capture_cuda_graph, stack_batch
+from .resample import clip_crop_batch
 
 CLIP_MEAN = np.array([0.48145466, 0.4578275, 0.40821073], np.float32)
 CLIP_STD = np.array([0.26862954, 0.26130258, 0.27577711], np.float32)
@@ -238,6 +239,11 @@ class LaionAesthetic:
         """:meth:`prepare` as a small picklable function (for decode worker processes)."""
         return partial(clip_crop if self.stage_uint8 else clip_preprocess, size=self.resolution)
 
+    def prepare_device(self, frames: torch.Tensor) -> list[torch.Tensor]:
+        """:meth:`prepare` of a batch of RGB frames already on the device (N x H x W x 3
+        uint8): the same crops (``resample.clip_crop_batch``, PIL's bytes), one per frame."""
+        return list(clip_crop_batch(frames, self.resolution))
+
     def _input(self, x: torch.Tensor) -> torch.Tensor:
         """A batch as prepared (uint8 N x S x S x 3, or float32 N x 3 x S x S) -> the ViT's input."""
         if x.dtype == torch.uint8:
@@ -270,7 +276,7 @@ class LaionAesthetic:
         """L2-normalised image embeddings, float32, one row per prepared frame."""
         out = []
         for i in range(0, len(prepared), self.batch_size):
-            x = torch.from_numpy(np.stack(prepared[i:i + self.batch_size]))
+            x = stack_batch(prepared[i:i + self.batch_size], pin=False)
             out.append(F.normalize(self.vit(self._input(x)).float(), p=2, dim=-1))
         return torch.cat(out)
 
@@ -300,11 +306,10 @@ class LaionAesthetic:
         # CUDA: padded batch shapes, each a captured graph (ViT, normalisation, MLP in one replay)
         out = []
         for i in range(0, len(prepared), self.batch_size):
-            host = torch.from_numpy(np.stack(prepared[i:i + self.batch_size]))
-            n = len(host)
-            graph, static_in, static_out = self._runner(
-                host.new_empty((bucket(n, self.batch_size), *host.shape[1:])))
-            static_in[:n].copy_(host.pin_memory(), non_blocking=True)
+            x = stack_batch(prepared[i:i + self.batch_size])
+            n = len(x)
+            graph, static_in, static_out = self._runner(x.new_empty((bucket(n, self.batch_size), *x.shape[1:])))
+            static_in[:n].copy_(x, non_blocking=True)
             if graph is not None:
                 graph.replay()
             else:

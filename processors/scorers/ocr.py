@@ -96,6 +96,18 @@ def pad_to_bucket(x: Any, cap: int) -> Any:
     return x
 
 
+def stack_batch(inputs: Sequence[Any], pin: bool = True) -> Any:
+    """Prepared model inputs as one batch tensor: tensors (made on the device) stacked
+    there, host arrays stacked on the host (``pin``: into pinned memory when there is CUDA,
+    ready for a non-blocking copy to the device)."""
+    import torch
+
+    if isinstance(inputs[0], torch.Tensor):
+        return torch.stack(list(inputs))
+    x = torch.from_numpy(np.stack(inputs))
+    return x.pin_memory() if pin and torch.cuda.is_available() else x
+
+
 def ocr_passes(ratio: float, hi: float = 0.3) -> tuple[bool, str]:
     """Keep when the text-area ratio <= ``hi``; otherwise the reason."""
     if ratio > hi:
@@ -466,6 +478,7 @@ class TorchOcrDetector(RapidOcrDetector):
         self.gated = [0, 0]  # frames skipped by the gate, frames detected
         self.graphs = graphs and device.startswith("cuda")
         self._compiled: dict[tuple[int, int, int], tuple[Any, Any, Any, Any]] = {}
+        self._input_sizes: dict[tuple[int, int], tuple[int, int]] = {}
 
     def prepare(self, rgb: np.ndarray) -> tuple[tuple[int, int], np.ndarray]:
         """The resized BGR frame as uint8 (normalised on the device)."""
@@ -473,6 +486,18 @@ class TorchOcrDetector(RapidOcrDetector):
 
     def preparer(self) -> Callable[[np.ndarray], tuple[tuple[int, int], np.ndarray]]:
         return partial(detector_input_u8, self.preprocess.resize)
+
+    def prepare_device(self, frames: Any) -> list[tuple[tuple[int, int], Any]]:
+        """:meth:`prepare` of a batch of RGB frames already on the device (N x H x W x 3
+        uint8): the channel swap and rapidocr's ``cv2.resize`` there (``resample``, the same
+        bytes), one (frame size, input) per frame."""
+        from .resample import bgr, cv2_resize_linear
+
+        h, w = frames.shape[1:3]
+        size = self._input_sizes.get((h, w))
+        if size is None:  # rapidocr's rule (limit side, multiples of 32), read off its resize
+            size = self._input_sizes[(h, w)] = self.preprocess.resize(np.zeros((h, w, 3), np.uint8)).shape[:2]
+        return [((h, w), x) for x in cv2_resize_linear(bgr(frames), *size)]
 
     def _normalise(self, u8: Any) -> Any:
         """N x H x W x 3 uint8 -> N x 3 x H x W network input, rapidocr's arithmetic."""
@@ -520,23 +545,24 @@ class TorchOcrDetector(RapidOcrDetector):
         import torch
 
         n = len(inputs)
+        cuda = self.device.startswith("cuda")
         with torch.inference_mode():
-            host = torch.from_numpy(np.stack(inputs))
-            if self.device.startswith("cuda"):
-                h, w = host.shape[1:3]
+            x = stack_batch(inputs, pin=cuda)
+            if cuda:
+                h, w = x.shape[1:3]
                 graph, static_in, out, peak = self._runner(bucket(n, self.batch_size), h, w)
-                static_in[:n].copy_(host.pin_memory(), non_blocking=True)
+                static_in[:n].copy_(x, non_blocking=True)
                 if graph is not None:
                     graph.replay()
                 else:
                     out, peak = self._forward(static_in)
             else:
-                out, peak = self._forward(host)
+                out, peak = self._forward(x)
             cand = np.flatnonzero(peak[:n].cpu().numpy() > self.thresh - 1e-3).tolist()
             self.gated[0] += n - len(cand)
             self.gated[1] += n
             if not cand:
-                return np.empty((0, 1, *host.shape[1:3]), np.float32), []
+                return np.empty((0, 1, *x.shape[1:3]), np.float32), []
             # fp16 maps come back as fp16 (half the bytes; the same values) and are widened to
             # float32 where they are post-processed (exact)
             sel = out[torch.tensor(cand, device=out.device)] if len(cand) < n else out[:n]
