@@ -10,17 +10,17 @@
 # omegaconf, confluent-kafka, pydantic, clickhouse-connect with lz4/zstandard/certifi/urllib3/pytz,
 # ...); get them elsewhere with `pip download --only-binary=:all: --python-version 3.X ...`.
 # They are unpacked into a temporary folder, and the project is imported from the checkout
-# as installed (`spatialvid.producers` = producers/, ...), without installing it.
+# as installed (`spatialvid.producers` = producers/, ...) through links inside spatialvid/
+# (removed at exit), without installing it; pytest's conftest imports it the same way.
 set -euo pipefail
 wheels=${1:?"usage: bench/device_score.sh WHEELS_DIR [bench_models.py options]"}
 shift
 root=$(cd "$(dirname "$0")/.." && pwd)
 work=$(mktemp -d)
 python3 -m pip install -q --no-index --no-deps --no-compile --target "$work/site" "$wheels"/*.whl
-mkdir -p "$work/pkg/spatialvid"
-for f in "$root"/spatialvid/*; do ln -s "$f" "$work/pkg/spatialvid/"; done
-for d in producers processors sinks schemas; do ln -s "$root/$d" "$work/pkg/spatialvid/$d"; done
-export PYTHONPATH="$work/site:$work/pkg" PYTHONUNBUFFERED=1
+trap 'for d in producers processors sinks schemas; do rm -f "$root/spatialvid/$d"; done' EXIT
+for d in producers processors sinks schemas; do ln -sfn "$root/$d" "$root/spatialvid/$d"; done
+export PYTHONPATH="$work/site:$root" PYTHONUNBUFFERED=1
 nproc; nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
 python3 -c "import torch; print('torch', torch.__version__, 'CUDA', torch.cuda.is_available())"
 cd "$root"

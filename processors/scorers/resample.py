@@ -68,10 +68,24 @@ def pil_bicubic_matrix(in_size: int, out_size: int) -> np.ndarray:
     return m
 
 
-def _pil_pass(x: torch.Tensor, matrix: np.ndarray, dim: int) -> torch.Tensor:
-    """One PIL resampling pass along ``dim`` of a float64 batch: ``clip8((sum + 2**21) >> 22)``."""
-    m = torch.from_numpy(matrix).to(x.device)
-    y = torch.movedim(torch.movedim(x, dim, -1) @ m.T, -1, dim)
+_ON_DEVICE: dict[tuple[Any, ...], torch.Tensor] = {}
+
+
+def _on(device: torch.device, key: tuple[Any, ...], make: Any) -> torch.Tensor:
+    """``torch.from_numpy(make())`` on ``device``, copied there once per key (a copy from
+    pageable memory would wait for the device's queued work on every call)."""
+    full = (*key, str(device))
+    if full not in _ON_DEVICE:
+        _ON_DEVICE[full] = torch.from_numpy(np.ascontiguousarray(make())).to(device)
+    return _ON_DEVICE[full]
+
+
+def _pil_pass(x: torch.Tensor, in_size: int, out_size: int, keep: slice, dim: int) -> torch.Tensor:
+    """One PIL resampling pass along ``dim`` of a float64 batch, outputs ``keep`` only:
+    ``clip8((sum + 2**21) >> 22)``."""
+    m = _on(x.device, ("pil", in_size, out_size, keep.start, keep.stop),
+            lambda: pil_bicubic_matrix(in_size, out_size)[keep].T)
+    y = torch.movedim(torch.movedim(x, dim, -1) @ m, -1, dim)
     return torch.floor((y + (1 << (PIL_PRECISION_BITS - 1))) / (1 << PIL_PRECISION_BITS)).clamp_(0, 255)
 
 
@@ -102,11 +116,11 @@ def _clip_crop(frames: torch.Tensor, size: int) -> torch.Tensor:
     top, left = int(round((new_h - size) / 2.0)), int(round((new_w - size) / 2.0))
     x = frames.to(torch.float64)
     if new_w != w:  # PIL skips a pass whose size does not change
-        x = _pil_pass(x, pil_bicubic_matrix(w, new_w)[left:left + size], 2)
+        x = _pil_pass(x, w, new_w, slice(left, left + size), 2)
     else:
         x = x[:, :, left:left + size]
     if new_h != h:
-        x = _pil_pass(x, pil_bicubic_matrix(h, new_h)[top:top + size], 1)
+        x = _pil_pass(x, h, new_h, slice(top, top + size), 1)
     else:
         x = x[:, top:top + size]
     return x.to(torch.uint8)
@@ -120,8 +134,8 @@ def cv2_linear_coefficients(in_size: int, out_size: int,
     the edge pixel with weight 1; ``rows`` keep their weights and read the edge row twice."""
     scale = 1.0 / (float(out_size) / in_size)
     i0 = np.empty(out_size, np.int64)
-    w0 = np.empty(out_size, np.int64)
-    w1 = np.empty(out_size, np.int64)
+    w0 = np.empty(out_size, np.int32)
+    w1 = np.empty(out_size, np.int32)
     one = np.float32(1 << CV_COEF_BITS)
     for d in range(out_size):
         f = np.float32((d + 0.5) * scale - 0.5)
@@ -147,13 +161,13 @@ def _cv2_linear(frames: torch.Tensor, height: int, width: int) -> torch.Tensor:
     if (h, w) == (height, width):
         return frames.clone()
     dev = frames.device
-    i0, i1, w0, w1 = (torch.from_numpy(a).to(dev) for a in cv2_linear_coefficients(w, width))
+    i0, i1, w0, w1 = (_on(dev, ("cv2", w, width, k), lambda k=k: cv2_linear_coefficients(w, width)[k])
+                      for k in range(4))
     x = frames.to(torch.int32)
-    s = x[:, :, i0] * w0.view(1, 1, -1, 1).to(torch.int32) + x[:, :, i1] * w1.view(1, 1, -1, 1).to(torch.int32)
-    j0, j1, b0, b1 = (torch.from_numpy(a).to(dev) for a in cv2_linear_coefficients(h, height, rows=True))
-    b0 = b0.view(1, -1, 1, 1).to(torch.int32)
-    b1 = b1.view(1, -1, 1, 1).to(torch.int32)
-    v = (((s[:, j0] >> 4) * b0) >> 16) + (((s[:, j1] >> 4) * b1) >> 16)
+    s = x[:, :, i0] * w0.view(1, 1, -1, 1) + x[:, :, i1] * w1.view(1, 1, -1, 1)
+    j0, j1, b0, b1 = (_on(dev, ("cv2-rows", h, height, k), lambda k=k: cv2_linear_coefficients(h, height, True)[k])
+                      for k in range(4))
+    v = (((s[:, j0] >> 4) * b0.view(1, -1, 1, 1)) >> 16) + (((s[:, j1] >> 4) * b1.view(1, -1, 1, 1)) >> 16)
     return ((v + 2) >> 2).clamp_(0, 255).to(torch.uint8)
 
 
