@@ -16,8 +16,8 @@ inputs there (``ScoreStage.launch``), instead of in the decode workers:
   rows (``VResizeLinearVec_32s8u``): ``((S0 >> 4) * b0 >> 16) + ((S1 >> 4) * b1 >> 16)``,
   rounded by ``(x + 2) >> 2`` (equal bytes for every size tested, up- and downscaling).
 
-Both are checked against PIL and OpenCV themselves (tests/test_aesthetic.py,
-tests/test_score_stage.py), on the CPU and on CUDA.
+Both are checked against PIL and OpenCV themselves (tests/test_resample.py), on the CPU
+and on CUDA; the stage's rows are the same either way (tests/test_score_models.py).
 """
 
 from __future__ import annotations
