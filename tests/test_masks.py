@@ -144,3 +144,23 @@ def test_person_pixels_are_or_ed_into_the_dynamic_masks(person: PersonSegmenter)
     masks, _ = dynamic_masks(frames, poses, k, person=person)
     assert not plain.any()
     assert (masks == person(img)[None]).all() and 0.35 < masks.mean() < 0.75
+
+
+def test_sam2_refiner_is_built_on_the_annotate_device(tmp_path) -> None:
+    """annotate.device picks the refiner's device: a CUDA device that is not there fails at
+    start-up naming the setting (before, the refiner asked for CUDA whatever the setting)."""
+    torch = pytest.importorskip("torch", reason="device resolution reads torch")
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is here: the refiner would be built on it")
+    from spatialvid.config import Config
+    from spatialvid.processors.geometry.annotate import AnnotateStage
+
+    cfg = Config(data_dir=str(tmp_path))
+    cfg.annotate.sam2_checkpoint = str(tmp_path / "sam2.1_hiera_large.pt")
+    cfg.annotate.device = "cuda"
+    with pytest.raises(RuntimeError, match="annotate.device"):
+        AnnotateStage(cfg).setup()
+    cfg.annotate.device = "auto"  # -> the CPU here: on to building the refiner itself
+    with pytest.raises((ImportError, FileNotFoundError, RuntimeError)) as err:
+        AnnotateStage(cfg).setup()
+    assert "annotate.device" not in str(err.value)

@@ -148,7 +148,10 @@ class AnnotateStage(Stage[ScoreRecord]):
             if not self.dense_depth:
                 log.warning("annotate.dense_depth needs torch (pip install torch); clips get no dense depth")
         if a.sam2_checkpoint:
-            self.refiner = Sam2Refiner(a.sam2_checkpoint, a.sam2_config, device="cuda")
+            from spatialvid.models import resolve_device
+
+            self.refiner = Sam2Refiner(a.sam2_checkpoint, a.sam2_config,
+                                       device=resolve_device(a.device, "annotate.device"))
         if a.person_fallback and self.refiner is None:
             self.person = PersonSegmenter()
         log.info("annotate: backend %s (%s), scale: %s", self.backend.name, self.backend.version(),
