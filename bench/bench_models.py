@@ -243,7 +243,7 @@ def main() -> None:
             stage.ocr.gated = [0, 0]
         if hasattr(stage.ocr, "post_stats"):
             stage.ocr.post_stats = [0, 0.0]
-        timed(stage, "_inputs", acc, "model inputs (model thread; device: upload, resizes)")
+        timed(stage, "_inputs_on_device", acc, "model inputs (model thread; device: upload, resizes)")
         timed(stage, "launch", acc, "model thread busy in all")
         passes = []
         for _ in range(reps):

@@ -238,8 +238,7 @@ class ScoreStage(Stage[ClipRecord]):
         sc = self.cfg.scoring
         # Motion on the GPU when the models are there: the decode workers then only copy
         # each frame's luma into a pinned buffer (gpu_motion = False keeps it on the CPU).
-        motion_device = resolve_device(sc.device) if sc.device in ("", "auto") else sc.device
-        self._motion_factory = _cuda_motion(motion_device) if self.gpu_motion is not False else None
+        self._motion_factory = _cuda_motion(resolve_device(sc.device)) if self.gpu_motion is not False else None
         motion_version = VmafMotion.version
         if self._motion_factory is not None:
             from .scorers.motion import TorchVmafMotion
@@ -368,7 +367,10 @@ class ScoreStage(Stage[ClipRecord]):
         overlaps it on the GPU; the detector's DB post-processing is handed to its
         workers (a future of the ratios), so the next call need not wait for it.
         """
-        a_inputs, o_inputs = self._inputs(ready)
+        if self._device_inputs:
+            self._inputs_on_device(ready)
+        a_inputs = [p.aesthetic_inputs for _, p in ready]
+        o_inputs = [p.ocr_inputs for _, p in ready]
         collect: Callable[[], np.ndarray] | None = None
         aesthetic = [float("nan")] * len(ready)
         if self.aesthetic is not None:
@@ -388,23 +390,23 @@ class ScoreStage(Stage[ClipRecord]):
             aesthetic = self._reduce(self.aesthetic, a_inputs, collect())
         return Launched(list(ready), aesthetic, o_inputs, ocr)
 
-    def _inputs(self, ready: list[tuple[int, PreparedClip]]) -> tuple[list[list[Any]], list[list[Any]]]:
-        """Each clip's aesthetic and OCR inputs: as the workers prepared them, or (device
-        inputs) made on the GPU from its sampled frames, uploaded in one transfer."""
-        if not self._device_inputs:
-            return [p.aesthetic_inputs for _, p in ready], [p.ocr_inputs for _, p in ready]
+    def _inputs_on_device(self, ready: list[tuple[int, PreparedClip]]) -> None:
+        """Fill each clip's model inputs from its sampled frames: uploaded in one transfer,
+        resized on the models' device (the bytes the workers would have made)."""
         from .scorers.resample import upload
 
-        counts = [len(p.measures.sampled_rgb) for _, p in ready]
-        device = (self.aesthetic or self.ocr).device
-        frames = upload([f for _, p in ready for f in p.measures.sampled_rgb], device, self._upload)
-
-        def per_clip(scorer: Any) -> list[list[Any]]:
-            flat = scorer.prepare_device(frames) if scorer is not None else [None] * len(frames)
-            bounds = np.cumsum([0, *counts])
-            return [flat[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
-
-        return per_clip(self.aesthetic), per_clip(self.ocr)
+        frames = upload([f for _, p in ready for f in p.measures.sampled_rgb], (self.aesthetic or self.ocr).device,
+                        self._upload)
+        crops = self.aesthetic.prepare_device(frames) if self.aesthetic is not None else None
+        detector = self.ocr.prepare_device(frames) if self.ocr is not None else None
+        k = 0
+        for _, p in ready:
+            n = len(p.measures.sampled_rgb)
+            if crops is not None:
+                p.aesthetic_inputs = crops[k:k + n]
+            if detector is not None:
+                p.ocr_inputs = detector[k:k + n]
+            k += n
 
     def finish(self, items: Sequence[ClipRecord], launched: "Launched") -> list[ScoreRecord]:
         """The rows of one model call (its OCR ratios are in)."""

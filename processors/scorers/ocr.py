@@ -33,7 +33,7 @@ import time
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from functools import lru_cache, partial
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import cv2
 import numpy as np
@@ -106,6 +106,18 @@ def stack_batch(inputs: Sequence[Any], pin: bool = True) -> Any:
         return torch.stack(list(inputs))
     x = torch.from_numpy(np.stack(inputs))
     return x.pin_memory() if pin and torch.cuda.is_available() else x
+
+
+def shape_batches(prepared: Sequence[tuple[Any, Any]], step: int) -> Iterator[list[int]]:
+    """Positions of the prepared (frame size, input) pairs in network batches: inputs of one
+    shape together, ``step`` at a time (0: all of one shape at once)."""
+    by_shape: dict[tuple[int, ...], list[int]] = {}
+    for i, (_, x) in enumerate(prepared):
+        by_shape.setdefault(tuple(x.shape), []).append(i)
+    for idx in by_shape.values():
+        n = step or len(idx)
+        for s in range(0, len(idx), n):
+            yield idx[s:s + n]
 
 
 def ocr_passes(ratio: float, hi: float = 0.3) -> tuple[bool, str]:
@@ -283,17 +295,11 @@ class RapidOcrDetector:
         time (0: all of them), then through rapidocr's DB post-processing one by one.
         """
         out: list[np.ndarray] = [np.empty((0, 4, 2))] * len(prepared)
-        by_shape: dict[tuple[int, ...], list[int]] = {}
-        for i, (_, x) in enumerate(prepared):
-            by_shape.setdefault(x.shape, []).append(i)
-        for idx in by_shape.values():
-            step = self.batch_size or len(idx)
-            for s in range(0, len(idx), step):
-                part = idx[s:s + step]
-                pred, cand = self._detect([prepared[i][1] for i in part])
-                for j, i in enumerate(cand):
-                    found = self.det.postprocess_op(np.asarray(pred[j:j + 1], np.float32), prepared[part[i]][0])[0]
-                    out[part[i]] = np.asarray(found, np.float64).reshape(-1, 4, 2)
+        for part in shape_batches(prepared, self.batch_size):
+            pred, cand = self._detect([prepared[i][1] for i in part])
+            for j, i in enumerate(cand):
+                found = self.det.postprocess_op(np.asarray(pred[j:j + 1], np.float32), prepared[part[i]][0])[0]
+                out[part[i]] = np.asarray(found, np.float64).reshape(-1, 4, 2)
         return out
 
     def _detect(self, inputs: list[np.ndarray]) -> tuple[np.ndarray, list[int]]:
@@ -593,24 +599,19 @@ class TorchOcrDetector(RapidOcrDetector):
         """
         pool = self._post_pool()
         parts: list[tuple[Future, list[int]]] = []
-        by_shape: dict[tuple[int, ...], list[int]] = {}
-        for i, (_, x) in enumerate(prepared):
-            by_shape.setdefault(x.shape, []).append(i)
-        for idx in by_shape.values():
-            for s in range(0, len(idx), self.batch_size):
-                part = idx[s:s + self.batch_size]
-                maps, cand = self._detect([prepared[i][1] for i in part])
-                if not cand:
-                    continue
-                pos = [part[j] for j in cand]
-                shapes = [tuple(prepared[i][0]) for i in pos]
-                if pool is self._post:  # threads: one frame a task, as before
-                    parts += [(pool.submit(_post_in_thread, self.det.postprocess_op, maps[j:j + 1, 0], shapes[j:j + 1]),
-                               pos[j:j + 1]) for j in range(len(pos))]
-                    continue
-                step = -(-len(pos) // self.post_processes)  # one share per worker
-                parts += [(pool.submit(_post_in_process, np.ascontiguousarray(maps[j:j + step, 0]), shapes[j:j + step]),
-                           pos[j:j + step]) for j in range(0, len(pos), step)]
+        for part in shape_batches(prepared, self.batch_size):
+            maps, cand = self._detect([prepared[i][1] for i in part])
+            if not cand:
+                continue
+            pos = [part[j] for j in cand]
+            shapes = [tuple(prepared[i][0]) for i in pos]
+            if pool is self._post:  # threads: one frame a task, as before
+                parts += [(pool.submit(_post_in_thread, self.det.postprocess_op, maps[j:j + 1, 0], shapes[j:j + 1]),
+                           pos[j:j + 1]) for j in range(len(pos))]
+                continue
+            step = -(-len(pos) // self.post_processes)  # one share per worker
+            parts += [(pool.submit(_post_in_process, np.ascontiguousarray(maps[j:j + step, 0]), shapes[j:j + step]),
+                       pos[j:j + step]) for j in range(0, len(pos), step)]
         return gather_ratios(parts, len(prepared), self.post_stats)
 
     def score(self, prepared: Sequence[tuple[tuple[int, int], np.ndarray]]) -> np.ndarray:

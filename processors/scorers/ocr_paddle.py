@@ -26,7 +26,7 @@ from typing import Any, Callable, Sequence
 import cv2
 import numpy as np
 
-from .ocr import ocr_passes, text_area_ratio
+from .ocr import ocr_passes, shape_batches, text_area_ratio
 
 MODEL_DIR = "paddleocr-det"
 PARAMS_FILE = f"{MODEL_DIR}/inference.pdiparams"
@@ -110,10 +110,7 @@ class PaddleOcrDetector:
         """Text polygons (each N x 2) per prepared frame, in that frame's pixel coordinates;
         frames of one size go through PaddleOCR together, ``batch_size`` at a time."""
         out: list[list[np.ndarray]] = [[] for _ in prepared]
-        by_shape: dict[tuple[int, ...], list[int]] = {}
-        for i, (_, x) in enumerate(prepared):
-            by_shape.setdefault(x.shape, []).append(i)
-        for idx in by_shape.values():
+        for idx in shape_batches(prepared, 0):  # PaddleOCR batches each shape itself
             results = self.engine.predict([prepared[i][1] for i in idx], batch_size=self.batch_size)
             for i, res in zip(idx, results, strict=True):
                 out[i] = [np.asarray(p, np.float64).reshape(-1, 2) for p in res["dt_polys"]]

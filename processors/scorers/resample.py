@@ -23,7 +23,6 @@ and on CUDA; the stage's rows are the same either way (tests/test_score_models.p
 from __future__ import annotations
 
 import math
-from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -44,7 +43,6 @@ def _bicubic(x: float) -> float:
     return 0.0
 
 
-@lru_cache(maxsize=32)
 def pil_bicubic_matrix(in_size: int, out_size: int) -> np.ndarray:
     """PIL's 8-bit bicubic coefficients for ``in_size -> out_size`` as an ``out x in``
     float64 matrix of integers (``precompute_coeffs`` + ``normalize_coeffs_8bpc``)."""
@@ -72,8 +70,8 @@ _ON_DEVICE: dict[tuple[Any, ...], torch.Tensor] = {}
 
 
 def _on(device: torch.device, key: tuple[Any, ...], make: Any) -> torch.Tensor:
-    """``torch.from_numpy(make())`` on ``device``, copied there once per key (a copy from
-    pageable memory would wait for the device's queued work on every call)."""
+    """``torch.from_numpy(make())`` on ``device``, made and copied there once per key (a
+    copy from pageable memory would wait for the device's queued work on every call)."""
     full = (*key, str(device))
     if full not in _ON_DEVICE:
         _ON_DEVICE[full] = torch.from_numpy(np.ascontiguousarray(make())).to(device)
@@ -90,7 +88,7 @@ def _pil_pass(x: torch.Tensor, in_size: int, out_size: int, keep: slice, dim: in
 
 
 def _chunked(fn: Any, frames: torch.Tensor, *args: Any, chunk: int = 32) -> torch.Tensor:
-    """``fn`` over ``chunk`` frames at a time (bounds the wide intermediates: float64/int32
+    """``fn`` over ``chunk`` frames at a time (bounds the wide intermediates: float64/int64
     copies of whole frames)."""
     if len(frames) <= chunk:
         return fn(frames, *args)
@@ -126,16 +124,13 @@ def _clip_crop(frames: torch.Tensor, size: int) -> torch.Tensor:
     return x.to(torch.uint8)
 
 
-@lru_cache(maxsize=32)
-def cv2_linear_coefficients(in_size: int, out_size: int,
-                            rows: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def cv2_linear_coefficients(in_size: int, out_size: int, rows: bool = False) -> np.ndarray:
     """OpenCV's INTER_LINEAR source indices and 11-bit weights for ``in_size -> out_size``
-    (``resizeGeneric``: float32 positions): (i0, i1, w0, w1). Past a border, columns take
-    the edge pixel with weight 1; ``rows`` keep their weights and read the edge row twice."""
+    (``resizeGeneric``: float32 positions): rows (i0, i1, w0, w1) of a 4 x out int64 array.
+    Past a border, columns take the edge pixel with weight 1; ``rows`` keep their weights
+    and read the edge row twice."""
     scale = 1.0 / (float(out_size) / in_size)
-    i0 = np.empty(out_size, np.int64)
-    w0 = np.empty(out_size, np.int32)
-    w1 = np.empty(out_size, np.int32)
+    i0, w0, w1 = (np.empty(out_size, np.int64) for _ in range(3))
     one = np.float32(1 << CV_COEF_BITS)
     for d in range(out_size):
         f = np.float32((d + 0.5) * scale - 0.5)
@@ -148,7 +143,7 @@ def cv2_linear_coefficients(in_size: int, out_size: int,
         i0[d] = s
         w0[d] = int(np.rint((np.float32(1) - f) * one))
         w1[d] = int(np.rint(f * one))
-    return np.clip(i0, 0, in_size - 1), np.clip(i0 + 1, 0, in_size - 1), w0, w1
+    return np.stack([np.clip(i0, 0, in_size - 1), np.clip(i0 + 1, 0, in_size - 1), w0, w1])
 
 
 def cv2_resize_linear(frames: torch.Tensor, height: int, width: int) -> torch.Tensor:
@@ -161,12 +156,10 @@ def _cv2_linear(frames: torch.Tensor, height: int, width: int) -> torch.Tensor:
     if (h, w) == (height, width):
         return frames.clone()
     dev = frames.device
-    i0, i1, w0, w1 = (_on(dev, ("cv2", w, width, k), lambda k=k: cv2_linear_coefficients(w, width)[k])
-                      for k in range(4))
-    x = frames.to(torch.int32)
+    i0, i1, w0, w1 = _on(dev, ("cv2", w, width), lambda: cv2_linear_coefficients(w, width))
+    x = frames.to(torch.int64)
     s = x[:, :, i0] * w0.view(1, 1, -1, 1) + x[:, :, i1] * w1.view(1, 1, -1, 1)
-    j0, j1, b0, b1 = (_on(dev, ("cv2-rows", h, height, k), lambda k=k: cv2_linear_coefficients(h, height, True)[k])
-                      for k in range(4))
+    j0, j1, b0, b1 = _on(dev, ("cv2-rows", h, height), lambda: cv2_linear_coefficients(h, height, rows=True))
     v = (((s[:, j0] >> 4) * b0.view(1, -1, 1, 1)) >> 16) + (((s[:, j1] >> 4) * b1.view(1, -1, 1, 1)) >> 16)
     return ((v + 2) >> 2).clamp_(0, 255).to(torch.uint8)
 
@@ -185,7 +178,7 @@ def upload(arrays: list[np.ndarray], device: Any, cache: dict[str, Any]) -> torc
     n, shape = len(arrays), arrays[0].shape
     host = cache.get("host")
     if host is None or host.shape[1:] != shape or host.shape[0] < n:
-        host = cache["host"] = torch.empty((max(n, 1), *shape), dtype=torch.uint8, pin_memory=True)
+        host = cache["host"] = torch.empty((n, *shape), dtype=torch.uint8, pin_memory=True)
         cache["done"] = None
     if cache.get("done") is not None:
         cache["done"].synchronize()
